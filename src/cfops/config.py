@@ -1,0 +1,273 @@
+"""Project settings, read once into frozen dataclasses.
+
+Layering, lowest first: defaults here < ``[tool.cfops]`` in pyproject.toml < ``.env`` < the process
+environment < command-line flags (applied by each entry point with ``dataclasses.replace``). A field
+that can come from the environment names its variables in ``metadata["env"]``. Unknown keys in
+``[tool.cfops]`` are errors, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from dotenv import dotenv_values
+
+from cfops.errors import ConfigError, UsageError
+
+T = TypeVar("T")
+
+PYPROJECT = "pyproject.toml"
+
+
+def from_env(*names: str) -> dict[str, tuple[str, ...]]:
+    """Field metadata: the environment variables that override this setting (first one set wins)."""
+    return {"env": names}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncEntry:
+    source: Path
+    dest: Path
+
+
+def _sync_map(raw: Any, root: Path) -> tuple[SyncEntry, ...]:
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError("[tool.cfops.sync] map must be a non-empty table of source = destination")
+    entries = []
+    for source, dest in raw.items():
+        if not isinstance(dest, str):
+            raise ConfigError(f"[tool.cfops.sync.map] {source!r}: destination must be a string")
+        entries.append(SyncEntry(source=(root / source).resolve(), dest=(root / dest).resolve()))
+    return tuple(entries)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerSettings:
+    name: str
+    config: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncSettings:
+    map: tuple[SyncEntry, ...] = field(default=(), metadata={"convert": _sync_map})
+    manifest: Path = Path("backend-cloudflare/sync-manifest.json")
+    exclude: tuple[str, ...] = ("__pycache__", "*.pyc", "*.pyo", ".DS_Store")
+
+
+Runtime = Literal["auto", "uvicorn", "pywrangler"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DevSettings:
+    host: str = field(default="127.0.0.1", metadata=from_env("CFOPS_DEV_HOST"))
+    port: int = field(default=8787, metadata=from_env("CFOPS_DEV_PORT"))
+    runtime: Runtime = field(default="auto", metadata=from_env("CFOPS_DEV_RUNTIME"))
+    startup_timeout: float = 30.0
+    pywrangler_probe: tuple[str, ...] = ("index.pyodide.org:443",)
+    vars: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    root: Path
+    artifacts_dir: Path = field(default=Path("artifacts"), metadata=from_env("CFOPS_ARTIFACTS_DIR"))
+    worker_dir: Path = Path("backend-cloudflare")
+    native: WorkerSettings = field(
+        default_factory=lambda: WorkerSettings(
+            name="immcad-backend-native-python", config=Path("backend-cloudflare/wrangler.toml")
+        )
+    )
+    proxy: WorkerSettings = field(
+        default_factory=lambda: WorkerSettings(
+            name="immcad-backend-proxy", config=Path("backend-cloudflare/wrangler.backend-proxy.jsonc")
+        )
+    )
+    # Names whose values are secrets: pushed by secrets sync, redacted from every output.
+    secret_names: tuple[str, ...] = (
+        "IMMCAD_API_BEARER_TOKEN",
+        "API_BEARER_TOKEN",
+        "GEMINI_API_KEY",
+        "CANLII_API_KEY",
+        "REDIS_URL",
+    )
+    sync: SyncSettings = field(default_factory=SyncSettings)
+    dev: DevSettings = field(default_factory=DevSettings)
+    # The merged .env + process environment, for lookups of secrets and compatible env vars.
+    # repr=False: the settings object may be printed while debugging; secret values must not be.
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+_SECRET_HINTS = ("TOKEN", "KEY", "SECRET", "PASSWORD", "CREDENTIAL")
+
+
+def is_secret_name(settings: Settings, name: str) -> bool:
+    """Configured secret names, plus anything named like a credential."""
+    return name in settings.secret_names or any(hint in name.upper() for hint in _SECRET_HINTS)
+
+
+def find_root(start: Path) -> Path:
+    """The nearest directory at or above ``start`` whose pyproject.toml has a [tool.cfops] table."""
+    for directory in (start.resolve(), *start.resolve().parents):
+        candidate = directory / PYPROJECT
+        if candidate.is_file() and "[tool.cfops" in candidate.read_text(encoding="utf-8", errors="replace"):
+            return directory
+    raise UsageError(f"no {PYPROJECT} with a [tool.cfops] table at or above {start}; run from the project")
+
+
+def _read_table(root: Path) -> dict[str, Any]:
+    path = root / PYPROJECT
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path} not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    table = data.get("tool", {}).get("cfops", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [tool.cfops] must be a table")
+    return table
+
+
+def _describe(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp)
+
+
+def _coerce(value: Any, tp: Any, where: str, root: Path) -> Any:
+    """Turn a TOML value or an environment string into the field's type, or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    is_text = isinstance(value, str)
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(str(a) for a in args)
+            raise ConfigError(f"{where}: {value!r} is not one of {choices}")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        if value is None or (is_text and value == "" and type(None) in args):
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where, root)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if is_text and value.strip().lower() in {"1", "true", "yes", "on"}:
+            return True
+        if is_text and value.strip().lower() in {"0", "false", "no", "off", ""}:
+            return False
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if tp is Path:
+        if not isinstance(value, (str, Path)):
+            raise ConfigError(f"{where}: expected a path, got {value!r}")
+        return (root / value).resolve()
+    if origin is tuple:
+        items = [p.strip() for p in value.split(",") if p.strip()] if is_text else value
+        if not isinstance(items, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_coerce(item, args[0], where, root) for item in items)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return {str(k): _coerce(v, args[1], f"{where}.{k}", root) for k, v in value.items()}
+    raise ConfigError(f"{where}: unsupported setting type {_describe(tp)}")  # pragma: no cover
+
+
+def build(base: T, table: Mapping[str, Any], env: Mapping[str, str], root: Path, where: str) -> T:
+    """Overlay a config table, then the environment, on ``base`` (a settings dataclass instance)."""
+    hints = typing.get_type_hints(type(base))
+    fields = {f.name: f for f in dataclasses.fields(base)}  # type: ignore[arg-type]
+    unknown = sorted(set(table) - set(fields) - {"root", "env"})
+    if unknown:
+        known = ", ".join(sorted(set(fields) - {"root", "env"}))
+        raise ConfigError(f"unknown setting {where}.{unknown[0]} (known: {known})")
+    changes: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name in {"root", "env"}:
+            continue
+        key = f"{where}.{name}"
+        current = getattr(base, name)
+        if dataclasses.is_dataclass(current):
+            sub = table.get(name, {})
+            if not isinstance(sub, dict):
+                raise ConfigError(f"{key} must be a table")
+            changes[name] = build(current, sub, env, root, f"{where[:-1]}.{name}]")
+            continue
+        if name in table:
+            convert: Callable[[Any, Path], Any] | None = f.metadata.get("convert")
+            changes[name] = (
+                convert(table[name], root) if convert else _coerce(table[name], hints[name], key, root)
+            )
+        for var in f.metadata.get("env", ()):
+            if env.get(var) is not None:
+                changes[name] = _coerce(env[var], hints[name], var, root)
+                break
+    return dataclasses.replace(base, **changes)  # type: ignore[type-var]
+
+
+def read_env(root: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """``.env`` under ``root`` overlaid by the process environment (which wins)."""
+    merged: dict[str, str] = {}
+    dotenv = root / ".env"
+    if dotenv.is_file():
+        merged.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
+    merged.update(environ)
+    return merged
+
+
+def load_settings(root: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings for the project at ``root`` (found from the cwd when not given)."""
+    environ = {} if environ is None else environ
+    if root is None:
+        explicit = environ.get("CFOPS_ROOT")
+        root = Path(explicit).resolve() if explicit else find_root(Path.cwd())
+    root = root.resolve()
+    env = read_env(root, environ)
+    table = _read_table(root)
+    settings = build(_with_resolved_paths(Settings(root=root)), table, env, root, "[tool.cfops]")
+    return dataclasses.replace(settings, env=env)
+
+
+def _with_resolved_paths(settings: Settings) -> Settings:
+    """Defaults are written relative to the project root; make them absolute like configured ones."""
+    root = settings.root
+
+    def fix(obj: Any) -> Any:
+        if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+            return obj
+        changes = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if f.name == "root":
+                continue
+            if isinstance(value, Path) and not value.is_absolute():
+                changes[f.name] = (root / value).resolve()
+            elif dataclasses.is_dataclass(value):
+                changes[f.name] = fix(value)
+        return dataclasses.replace(obj, **changes)
+
+    fixed: Settings = fix(settings)
+    return fixed

@@ -1,0 +1,362 @@
+"""The one place that runs external programs: commands (run) and background services (Service).
+
+Every child runs in its own session (process group) so that stopping it also stops what it spawned
+(wrangler starts workerd, pywrangler starts npx …). On Linux the direct child also gets
+PR_SET_PDEATHSIG, so it is told to stop even if this process is killed outright.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO
+
+import httpx
+
+from cfops import output
+from cfops.errors import CommandFailed, MissingToolError, ServiceError, UsageError
+
+Command = Sequence[str | Path]
+_TAIL_LINES = 40
+
+
+def which(program: str, *, hint: str) -> str:
+    """Absolute path of ``program`` or MissingToolError saying how to install it."""
+    found = shutil.which(program)
+    if not found:
+        raise MissingToolError(f"{program} not found on PATH: {hint}")
+    return found
+
+
+def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
+    with suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _preexec() -> Callable[[], None] | None:
+    # The death signal follows the *thread* that forked; children started from worker threads would be
+    # killed when that thread ends, so only the main thread asks for it.
+    if sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread():
+        return _set_pdeathsig
+    return None
+
+
+def _child_env(env: Mapping[str, str] | None, inherit: bool) -> dict[str, str]:
+    merged = dict(os.environ) if inherit else {}
+    if env:
+        merged.update(env)
+    return merged
+
+
+def format_command(cmd: Command) -> str:
+    return output.redact(shlex.join(str(part) for part in cmd))
+
+
+def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def terminate(proc: subprocess.Popen[bytes], *, grace: float = 10.0, first: int = signal.SIGTERM) -> int:
+    """Stop ``proc`` and its process group: ``first`` signal, wait ``grace`` seconds, then SIGKILL."""
+    if proc.poll() is None:
+        _kill_group(proc, first)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc, signal.SIGKILL)
+            proc.wait(timeout=5)
+    # The leader may be gone while grandchildren linger in its group: sweep it once more.
+    _kill_group(proc, signal.SIGKILL)
+    return proc.returncode
+
+
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+    duration: float
+
+
+def run(
+    cmd: Command,
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    inherit_env: bool = True,
+    input: str | None = None,
+    timeout: float | None = None,
+    capture: bool = True,
+    check: bool = True,
+    echo: bool = True,
+    what: str | None = None,
+) -> Result:
+    """Run ``cmd`` (an argument list, never a shell string) to completion.
+
+    ``input`` goes to stdin (how secrets reach a program: never argv). Output is captured unless
+    ``capture`` is False, in which case it streams to the terminal. A non-zero exit raises
+    CommandFailed carrying the redacted tail of its output, unless ``check`` is False.
+    """
+    argv = [str(part) for part in cmd]
+    label = what or Path(argv[0]).name
+    if echo:
+        output.echo(f"+ {format_command(argv)}", style="dim")
+    pipe = subprocess.PIPE if capture else None
+    started = time.perf_counter()
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=_child_env(env, inherit_env),
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=pipe,
+            stderr=pipe,
+            start_new_session=True,
+            preexec_fn=_preexec(),
+        )
+    except FileNotFoundError:
+        raise MissingToolError(f"{argv[0]} not found: is it installed and on PATH?") from None
+    try:
+        out, err = proc.communicate(input.encode() if input is not None else None, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        terminate(proc, grace=3)
+        raise CommandFailed(f"{label} timed out after {timeout:g} s: {format_command(argv)}") from None
+    except BaseException:
+        # Ctrl-C / SIGTERM while waiting: the child is in its own session and did not see the signal.
+        terminate(proc, grace=5, first=signal.SIGINT)
+        raise
+    result = Result(
+        returncode=proc.returncode,
+        stdout=(out or b"").decode(errors="replace"),
+        stderr=(err or b"").decode(errors="replace"),
+        duration=time.perf_counter() - started,
+    )
+    if check and result.returncode != 0:
+        tail = tail_lines(result.stderr + result.stdout)
+        detail = f": {tail.splitlines()[-1]}" if tail else ""
+        raise CommandFailed(
+            f"{label} exited with {result.returncode}{detail}", returncode=result.returncode, output_tail=tail
+        )
+    return result
+
+
+def tail_lines(text: str, count: int = 12) -> str:
+    lines = [line for line in output.redact(text).splitlines() if line.strip()]
+    return "\n".join(lines[-count:])
+
+
+# --------------------------------------------------------------------------------------------- ports
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise UsageError(f"port {port} is out of range (1-65535)")
+    if not port_is_free(host, port):
+        raise UsageError(f"port {port} on {host} is already in use; pass --port N or stop what is using it")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# ------------------------------------------------------------------------------------------ services
+
+
+class Service:
+    """A background process with an owner: started, health-checked, and always stopped.
+
+    Use as a context manager. Output lines are forwarded with a ``[name]`` prefix (redacted) and the
+    last lines are kept for error messages. Leaving the block — normally, by exception or by Ctrl-C —
+    stops the process group: ``stop_signal``, then SIGKILL after ``grace`` seconds.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        cmd: Command,
+        *,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        inherit_env: bool = True,
+        health_url: str | None = None,
+        ready_timeout: float = 30.0,
+        stop_signal: int = signal.SIGTERM,
+        grace: float = 10.0,
+        forward_output: bool = True,
+        log_file: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.cmd = [str(part) for part in cmd]
+        self.cwd = cwd
+        self.env = env
+        self.inherit_env = inherit_env
+        self.health_url = health_url
+        self.ready_timeout = ready_timeout
+        self.stop_signal = stop_signal
+        self.grace = grace
+        self.forward_output = forward_output
+        self.log_file = log_file
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+        self._reader: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def tail(self, count: int = 15) -> str:
+        return "\n".join(list(self._tail)[-count:])
+
+    def _pump(self, stream: IO[bytes]) -> None:
+        log = self.log_file.open("a", encoding="utf-8") if self.log_file else None
+        try:
+            for raw in iter(stream.readline, b""):
+                line = output.redact(raw.decode(errors="replace").rstrip())
+                self._tail.append(line)
+                if log:
+                    log.write(line + "\n")
+                    log.flush()
+                if self.forward_output and line:
+                    output.echo(f"[{self.name}] {line}", style="dim")
+        finally:
+            if log:
+                log.close()
+
+    def start(self) -> None:
+        output.echo(f"+ {format_command(self.cmd)}", style="dim")
+        if self.log_file:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.proc = subprocess.Popen(
+                self.cmd,
+                cwd=self.cwd,
+                env=_child_env(self.env, self.inherit_env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_preexec(),
+            )
+        except FileNotFoundError:
+            raise MissingToolError(f"{self.cmd[0]} not found: is it installed and on PATH?") from None
+        self._reader = threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True)
+        self._reader.start()
+
+    def wait_healthy(self) -> None:
+        """Poll ``health_url`` until it answers 2xx, the process exits, or ``ready_timeout`` passes."""
+        if not self.health_url or self.proc is None:
+            return
+        deadline = time.monotonic() + self.ready_timeout
+        last = "no answer yet"
+        with httpx.Client(timeout=httpx.Timeout(2.0), trust_env=False) as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    self._join_reader()
+                    raise ServiceError(
+                        f"{self.name} exited with {self.proc.returncode} before it became healthy: "
+                        f"{self.last_line()}"
+                    )
+                try:
+                    response = client.get(self.health_url)
+                    if response.is_success:
+                        return
+                    last = f"HTTP {response.status_code}"
+                except httpx.HTTPError as exc:
+                    last = type(exc).__name__
+                time.sleep(0.1)
+        raise ServiceError(
+            f"{self.name} did not become healthy at {self.health_url} within {self.ready_timeout:g} s "
+            f"(last: {last}); last output: {self.last_line()}"
+        )
+
+    def last_line(self) -> str:
+        lines = [line for line in self._tail if line.strip()]
+        return lines[-1] if lines else "(no output)"
+
+    def _join_reader(self) -> None:
+        if self._reader:
+            self._reader.join(timeout=2)
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        code = terminate(self.proc, grace=self.grace, first=self.stop_signal)
+        self._join_reader()
+        return code
+
+    def __enter__(self) -> Service:
+        self.start()
+        try:
+            self.wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+# ------------------------------------------------------------------------------------ interruptions
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every ``finally`` and ``with`` block runs its cleanup."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (what nox and CI runners send) unwinds like Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def wait_forever(services: Sequence[Service]) -> None:
+    """Block until Ctrl-C/SIGTERM, or raise ServiceError when one of ``services`` exits on its own."""
+    while True:
+        for service in services:
+            if service.proc is not None and service.proc.poll() is not None:
+                raise ServiceError(
+                    f"{service.name} exited with {service.proc.returncode}: {service.last_line()}"
+                )
+        time.sleep(0.25)

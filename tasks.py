@@ -1,0 +1,45 @@
+"""Invoke tasks: pipelines over the nox sessions (`invoke --list`). The logic lives in src/cfops."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+from invoke.collection import Collection
+from invoke.context import Context
+from invoke.tasks import task
+
+
+def nox(c: Context, session: str, *args: str) -> None:
+    """Run one nox session with the interpreter running invoke; arguments are quoted, never interpolated."""
+    argv = [sys.executable, "-m", "nox", "-s", session]
+    if args:
+        argv += ["--", *args]
+    c.run(shlex.join(argv), pty=False)
+
+
+@task(help={"check": "report drift and write nothing"})
+def sync(c: Context, check: bool = False) -> None:
+    """Copy the backend into the Worker bundle (nox -s sync)."""
+    nox(c, "sync", *(["--check"] if check else []))
+
+
+@task(help={"runtime": "auto | uvicorn | pywrangler", "port": "port to serve on (default 8787)"})
+def dev(c: Context, runtime: str = "auto", port: int = 0) -> None:
+    """Run the native Worker locally until Ctrl-C (nox -s dev)."""
+    nox(c, "dev", "--runtime", runtime, *(["--port", str(port)] if port else []))
+
+
+@task
+def lint(c: Context) -> None:
+    """ruff + mypy --strict (nox -s lint)."""
+    nox(c, "lint")
+
+
+@task
+def test(c: Context) -> None:
+    """The whole test suite (nox -s tests)."""
+    nox(c, "tests")
+
+
+ns = Collection(sync, dev, lint, test)

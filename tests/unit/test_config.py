@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cfops.config import load_settings
+from cfops.errors import ConfigError, UsageError
+
+
+def write_pyproject(root: Path, body: str) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pyproject.toml").write_text("[project]\nname = 'x'\n\n[tool.cfops]\n" + body)
+
+
+def test_defaults_then_table_then_dotenv_then_environment(tmp_path: Path) -> None:
+    write_pyproject(tmp_path, "[tool.cfops.dev]\nport = 9000\nhost = '127.0.0.2'\n")
+    assert load_settings(tmp_path, {}).dev.port == 9000
+    assert load_settings(tmp_path, {}).dev.runtime == "auto"  # default untouched
+    (tmp_path / ".env").write_text("CFOPS_DEV_PORT=9100\n")
+    assert load_settings(tmp_path, {}).dev.port == 9100
+    assert load_settings(tmp_path, {"CFOPS_DEV_PORT": "9200"}).dev.port == 9200
+    assert load_settings(tmp_path, {}).dev.host == "127.0.0.2"
+
+
+def test_paths_are_resolved_against_the_project_root(tmp_path: Path) -> None:
+    write_pyproject(tmp_path, "worker_dir = 'workers'\n[tool.cfops.sync.map]\n'a' = 'workers/a'\n")
+    settings = load_settings(tmp_path, {})
+    assert settings.worker_dir == tmp_path.resolve() / "workers"
+    assert settings.artifacts_dir == tmp_path.resolve() / "artifacts"
+    assert settings.native.config == tmp_path.resolve() / "backend-cloudflare/wrangler.toml"
+    (entry,) = settings.sync.map
+    assert entry.source == tmp_path.resolve() / "a"
+    assert entry.dest == tmp_path.resolve() / "workers/a"
+
+
+@pytest.mark.parametrize(
+    ("body", "environ", "message"),
+    [
+        ("portt = 1\n", {}, "unknown setting [tool.cfops].portt"),
+        ("[tool.cfops.dev]\nprot = 1\n", {}, "unknown setting [tool.cfops.dev].prot"),
+        ("[tool.cfops.dev]\nport = 'abc'\n", {}, "[tool.cfops.dev].port: expected an integer"),
+        ("", {"CFOPS_DEV_PORT": "abc"}, "CFOPS_DEV_PORT: expected an integer, got 'abc'"),
+        (
+            "",
+            {"CFOPS_DEV_RUNTIME": "docker"},
+            "CFOPS_DEV_RUNTIME: 'docker' is not one of auto, uvicorn, pywrangler",
+        ),
+        ("[tool.cfops.sync]\nmap = 3\n", {}, "map must be a non-empty table"),
+    ],
+)
+def test_bad_settings_are_config_errors(
+    tmp_path: Path, body: str, environ: dict[str, str], message: str
+) -> None:
+    write_pyproject(tmp_path, body)
+    with pytest.raises(ConfigError) as info:
+        load_settings(tmp_path, environ)
+    assert message in str(info.value)
+    assert info.value.exit_code == 2
+
+
+def test_malformed_pyproject_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[tool.cfops\nx = 1\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(tmp_path, {})
+
+
+def test_root_is_found_from_a_subdirectory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_pyproject(tmp_path, "")
+    (tmp_path / "deep" / "er").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "deep" / "er")
+    assert load_settings(None, {}).root == tmp_path.resolve()
+
+
+def test_no_project_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match=r"no pyproject.toml with a \[tool.cfops\] table"):
+        load_settings(None, {})
+
+
+def test_secret_values_stay_out_of_the_settings_repr(tmp_path: Path) -> None:
+    write_pyproject(tmp_path, "")
+    settings = load_settings(tmp_path, {"IMMCAD_API_BEARER_TOKEN": "s3cr3t-token-value"})
+    assert settings.env["IMMCAD_API_BEARER_TOKEN"] == "s3cr3t-token-value"
+    assert "s3cr3t-token-value" not in repr(settings)
