@@ -102,3 +102,10 @@ def dev(session: nox.Session) -> None:
     """Sync, then run the native Worker locally (pywrangler dev, or uvicorn fallback) until Ctrl-C."""
     install(session, "worker")
     cfops(session, "dev", *session.posargs)
+
+
+@nox.session
+def perf_smoke(session: nox.Session) -> None:
+    """Latency canary: percentiles, thresholds, verdict (no base URL: measures the local backend)."""
+    install(session)
+    cfops(session, "perf", *session.posargs)
