@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -317,3 +319,37 @@ def test_embedded_default_starts_and_stops_the_local_backend(project: Path) -> N
     assert not leftovers
     assert {p.pid for p in psutil.Process().children(recursive=True)} == before
     assert "no base URL: measuring the local backend" in result.stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupting_a_run_stops_the_embedded_backend(project: Path, sig: int) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cfops.perf", "--duration", "60", "--concurrency", "2"],
+        cwd=project,
+        env=clean_env(CFOPS_ROOT=str(project), CI="true"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        seen = ""
+        while "perf:" not in seen:  # the first progress line: the backend is up and being measured
+            assert time.monotonic() < deadline and proc.poll() is None, seen
+            seen += proc.stdout.readline()
+        backends = [
+            p
+            for p in psutil.Process(proc.pid).children(recursive=True)
+            if "cfops.devserver" in " ".join(p.cmdline())
+        ]
+        assert backends, "the local backend runs as a child"
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == (130 if sig == signal.SIGINT else 143), seen + out
+    _gone, alive = psutil.wait_procs(backends, timeout=5)
+    assert not alive, f"left running: {alive}"
+    assert "Traceback" not in seen + out

@@ -27,7 +27,12 @@ def config(**thresholds: object) -> RunConfig:
 
 
 def result(
-    latencies_ms: list[float], *, wall_s: float, cpu_s: float, kinds: list[str | None] | None = None
+    latencies_ms: list[float],
+    *,
+    wall_s: float,
+    cpu_s: float,
+    kinds: list[str | None] | None = None,
+    lag_ms: list[float] | None = None,
 ) -> RunResult:
     kinds = kinds or [None] * len(latencies_ms)
     samples = Samples(
@@ -49,6 +54,7 @@ def result(
         loop="uvloop",
         engine="aiohttp",
         stopped_by_bound=False,
+        loop_lag_ns=[int(ms * MS) for ms in lag_ms or []],
     )
 
 
@@ -148,3 +154,14 @@ def test_baseline_regression(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(UsageError, match=r"not a perf-smoke\.json"):
         build_report(config(baseline=tmp_path / "bad.json"), slower, target="t", embedded=False)
+
+
+def test_event_loop_lag_flags_a_starved_client() -> None:
+    # Timers 20 ms late while the server answers in 10 ms: the client, not the server, adds the delay.
+    lagging = result([10.0] * 100, wall_s=0.2, cpu_s=0.05, lag_ms=[20.0] * 40)
+    report = build_report(config(), lagging, target="t", embedded=False)
+    assert report.self_check.client_bottleneck
+    assert "event loop ran timers 20.0 ms late (p95; limit 2.0 ms)" in report.verdict
+    assert report.to_dict()["self_check"]["event_loop_lag_ms"]["p95"] == 20.0
+    punctual = result([10.0] * 100, wall_s=0.2, cpu_s=0.05, lag_ms=[0.5] * 40)
+    assert not build_report(config(), punctual, target="t", embedded=False).self_check.client_bottleneck

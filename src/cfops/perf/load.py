@@ -18,6 +18,8 @@ import asyncio
 import contextlib
 import itertools
 import math
+import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,10 +33,12 @@ from cfops import output
 from cfops.config import PerfProbe
 from cfops.errors import CheckFailed, MissingToolError
 from cfops.perf.config import USER_AGENT, RunConfig, probe_body
+from cfops.procs import Terminated
 
 # One httpx pool stays fast up to about 10 connections (encode/httpcore#1035): shard above that.
 HTTPX_SHARD_SIZE = 10
 _PROGRESS_INTERVAL = 0.25
+_LAG_PROBE_NS = 5_000_000
 _EXAMPLE_CHARS = 160
 
 ErrorKind = str  # "connect" | "timeout" | "4xx" | "5xx" | "unexpected status" | "protocol"
@@ -241,6 +245,7 @@ class RunResult:
     loop: str
     engine: str
     stopped_by_bound: bool
+    loop_lag_ns: list[int] = field(default_factory=list)
 
 
 class ProgressSink(Protocol):
@@ -251,7 +256,7 @@ def _example(kind: ErrorKind, probe: Prepared, status: int, body: bytes, exc: Ba
     if exc is not None:
         text = f"{probe.name}: {type(exc).__name__}: {exc}".strip().rstrip(":")
     else:
-        snippet = body[:_EXAMPLE_CHARS].decode(errors="replace").replace("\n", " ")
+        snippet = " ".join(body[:_EXAMPLE_CHARS].decode(errors="replace").split())
         text = f"{probe.name}: HTTP {status}" + (f" {snippet}" if snippet else "")
     return output.redact(text)[: _EXAMPLE_CHARS + 40]
 
@@ -349,14 +354,22 @@ async def _run(config: RunConfig, base_url: str, progress: ProgressSink | None) 
                         return
                     await one(send, index, None)
 
-        async def report_progress() -> None:
-            if progress is None:
-                return
+        async def monitor() -> None:
+            # How late does a timer fire? A response that arrives is timed no sooner than the loop
+            # gets to it, so this lag is what the client adds to every latency it reports, whether
+            # the loop is busy or the process is starved of CPU by others.
+            last_progress = start_ns
             while True:
-                await asyncio.sleep(_PROGRESS_INTERVAL)
-                progress.update(len(samples), failed, (time.perf_counter_ns() - start_ns) / 1e9)
+                before = time.perf_counter_ns()
+                await asyncio.sleep(_LAG_PROBE_NS / 1e9)
+                now = time.perf_counter_ns()
+                loop_lag.append(max(0, now - before - _LAG_PROBE_NS))
+                if progress is not None and now - last_progress >= _PROGRESS_INTERVAL * 1e9:
+                    last_progress = now
+                    progress.update(len(samples), failed, (now - start_ns) / 1e9)
 
-        reporter = asyncio.create_task(report_progress())
+        loop_lag: list[int] = []
+        reporter = asyncio.create_task(monitor())
         try:
             await asyncio.gather(*(worker(w) for w in range(config.concurrency)))
         finally:
@@ -380,6 +393,7 @@ async def _run(config: RunConfig, base_url: str, progress: ProgressSink | None) 
         loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
         engine=engine.name,
         stopped_by_bound=stopped_by_bound,
+        loop_lag_ns=loop_lag,
     )
 
 
@@ -392,6 +406,39 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def generate(config: RunConfig, base_url: str, progress: ProgressSink | None = None) -> RunResult:
-    """Run the load described by ``config`` against ``base_url`` and return every sample."""
+    """Run the load described by ``config`` against ``base_url`` and return every sample.
+
+    Ctrl-C is handled by asyncio.Runner (it cancels the run, then raises KeyboardInterrupt). SIGTERM
+    gets the same treatment here: raised from a Python signal handler it could land inside one of
+    uvloop's C callbacks, which would print a traceback instead of unwinding cleanly.
+    """
+    main_thread = threading.current_thread() is threading.main_thread()
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(_run(config, base_url, progress))
+        loop = runner.get_loop()
+        task: asyncio.Task[RunResult] | None = None
+        terminated = False
+
+        def on_sigterm() -> None:
+            nonlocal terminated
+            terminated = True
+            if task is not None:
+                task.cancel()
+
+        async def run() -> RunResult:
+            nonlocal task
+            task = asyncio.current_task()
+            return await _run(config, base_url, progress)
+
+        previous = signal.getsignal(signal.SIGTERM)
+        if main_thread:
+            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        try:
+            return runner.run(run())
+        except asyncio.CancelledError:
+            if terminated:
+                raise Terminated from None
+            raise
+        finally:
+            if main_thread:
+                loop.remove_signal_handler(signal.SIGTERM)
+                signal.signal(signal.SIGTERM, previous)  # the caller's handler, not the default

@@ -27,6 +27,10 @@ CPU_LIMIT = 0.6
 # Closed model: C workers are always waiting on a request, so throughput x mean latency ~ C (Little's
 # law). Well below C, time went into the client between requests, not into the server.
 OCCUPANCY_LIMIT = 0.7
+# A timer due in 5 ms fires this much later at p95: the delay the client adds to what it times. The
+# floor covers timer granularity (libuv timers tick in whole milliseconds).
+LAG_FLOOR_MS = 2.0
+LAG_SHARE = 0.1  # ... of the median latency
 LATE_START_NS = 5 * NS_PER_MS
 _BAR_WIDTH = 40
 
@@ -59,6 +63,8 @@ class SelfCheck:
     wall_seconds: float
     cpu_ratio: float
     occupancy: float | None
+    loop_lag_ms: dict[str, float] | None
+    lag_limit_ms: float | None
     client_bottleneck: bool
     reasons: tuple[str, ...]
 
@@ -70,6 +76,8 @@ class SelfCheck:
             "cpu_ratio_limit": CPU_LIMIT,
             "littles_law_occupancy": None if self.occupancy is None else round(self.occupancy, 3),
             "occupancy_limit": OCCUPANCY_LIMIT,
+            "event_loop_lag_ms": self.loop_lag_ms,
+            "event_loop_lag_p95_limit_ms": self.lag_limit_ms,
             "client_bottleneck": self.client_bottleneck,
             "reasons": list(self.reasons),
         }
@@ -191,11 +199,24 @@ def self_check(config: RunConfig, result: RunResult, stats: dict[str, Any]) -> S
                 f"Little's law: throughput x mean latency = {occupancy * config.concurrency:.1f} requests in "
                 f"flight of {config.concurrency} workers: time went into the client between requests"
             )
+    lag = summarize(result.loop_lag_ns)
+    lag_ms = lag.to_ms() if lag else None
+    lag_limit = None
+    latency = stats["latency_ms"]
+    if lag_ms is not None and latency:
+        lag_limit = round(max(LAG_FLOOR_MS, LAG_SHARE * latency["p50"]), 3)
+        if lag_ms["p95"] > lag_limit:
+            reasons.append(
+                f"its event loop ran timers {fmt_ms(lag_ms['p95'])} late (p95; limit {fmt_ms(lag_limit)}): "
+                "responses waited that long to be timed (a busy loop, or a CPU shared with other work)"
+            )
     return SelfCheck(
         cpu_seconds=result.cpu_seconds,
         wall_seconds=wall,
         cpu_ratio=ratio,
         occupancy=occupancy,
+        loop_lag_ms=lag_ms,
+        lag_limit_ms=lag_limit,
         client_bottleneck=bool(reasons),
         reasons=tuple(reasons),
     )
@@ -329,7 +350,7 @@ def histogram_lines(report: Report) -> list[str]:
         bar = "█" * max(1 if b["count"] else 0, round(b["count"] / peak * _BAR_WIDTH))
         share = b["count"] / total
         lines.append(
-            f"  {b['from_ms']:>9.2f} – {b['to_ms']:>9.2f} ms │{bar:<{_BAR_WIDTH}} {b['count']} ({share:.0%})"
+            f"  {b['from_ms']:>9.2f} – {b['to_ms']:>9.2f} ms │{bar:<{_BAR_WIDTH}} {b['count']} ({share:.1%})"
         )
     return lines
 
@@ -353,6 +374,9 @@ def terminal_lines(report: Report) -> list[str]:
     for kind, count in s["errors"].items():
         example = s["error_examples"].get(kind, "")
         lines.append(f"  {kind}: {count}" + (f"  e.g. {example}" if example else ""))
+    if s["stopped_by_time_bound"]:
+        bound = report.config.bounds.max_duration_seconds
+        lines.append(f"stopped at the {bound:g} s bound after {s['requests']} requests")
     if "open_model" in s:
         lag = s["open_model"]["send_lag_ms"] or {}
         lines.append(
@@ -371,6 +395,7 @@ def terminal_lines(report: Report) -> list[str]:
     lines.append(
         f"self-check: client CPU {sc.cpu_ratio:.0%} of wall time"
         + (f", Little's-law occupancy {sc.occupancy:.0%}" if sc.occupancy is not None else "")
+        + (f", event-loop lag p95 {fmt_ms(sc.loop_lag_ms['p95'])}" if sc.loop_lag_ms else "")
         + f" ({s['engine']} on {s['event_loop']})"
     )
     return lines
