@@ -102,3 +102,17 @@ def dev(session: nox.Session) -> None:
     """Sync, then run the native Worker locally (pywrangler dev, or uvicorn fallback) until Ctrl-C."""
     install(session, "worker")
     cfops(session, "dev", *session.posargs)
+
+
+@nox.session
+def perf_smoke(session: nox.Session) -> None:
+    """Latency canary: percentiles, thresholds, verdict (no base URL: measures the local backend)."""
+    install(session)
+    cfops(session, "perf", *session.posargs)
+
+
+@nox.session(default=False)
+def perf_fidelity(session: nox.Session) -> None:
+    """Benchmark: perf_smoke's numbers next to wrk's on one pinned local server (needs wrk; a quiet box)."""
+    install(session, "dev")
+    session.run("python", "benchmarks/perf_fidelity.py", *session.posargs)

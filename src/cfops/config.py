@@ -74,6 +74,109 @@ class DevSettings:
     vars: dict[str, str] = field(default_factory=dict)
 
 
+_PROBE_KEYS = {"method", "path", "weight", "status", "json", "body", "headers"}
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+MAX_PROBE_WEIGHT = 1000
+
+
+@dataclass(frozen=True, kw_only=True)
+class PerfProbe:
+    """One weighted request of a latency scenario. ``{i}`` in a string of ``json``/``body`` is the index."""
+
+    name: str
+    method: str = "GET"
+    path: str
+    weight: int = 1
+    status: tuple[int, ...] = (200,)
+    json: Any = None
+    body: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def parse_scenario(raw: Any, where: str) -> tuple[PerfProbe, ...]:
+    """A table of ``name = {method, path, weight, status, json | body, headers}`` (TOML or YAML)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table of probe name = {{method, path, ...}}")
+    probes = []
+    for name, spec in raw.items():
+        at = f"{where}.{name}"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{at} must be a table with at least a path")
+        unknown = sorted(set(spec) - _PROBE_KEYS)
+        if unknown:
+            raise ConfigError(f"unknown key {at}.{unknown[0]} (known: {', '.join(sorted(_PROBE_KEYS))})")
+        path = spec.get("path")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ConfigError(f"{at}.path must be a string starting with /, got {path!r}")
+        method = spec.get("method", "GET")
+        if not isinstance(method, str) or method.upper() not in _METHODS:
+            raise ConfigError(f"{at}.method must be one of {', '.join(sorted(_METHODS))}, got {method!r}")
+        weight = spec.get("weight", 1)
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= MAX_PROBE_WEIGHT:
+            raise ConfigError(f"{at}.weight must be an integer from 1 to {MAX_PROBE_WEIGHT}, got {weight!r}")
+        status = spec.get("status", 200)
+        statuses = status if isinstance(status, list) else [status]
+        if not statuses or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599 for s in statuses
+        ):
+            raise ConfigError(
+                f"{at}.status must be an HTTP status (100-599) or a list of them, got {status!r}"
+            )
+        if "json" in spec and "body" in spec:
+            raise ConfigError(f"{at}: give json or body, not both")
+        body = spec.get("body")
+        if body is not None and not isinstance(body, str):
+            raise ConfigError(f"{at}.body must be a string (use json for structured bodies)")
+        headers = spec.get("headers", {})
+        if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise ConfigError(f"{at}.headers must be a table of strings")
+        probes.append(
+            PerfProbe(
+                name=str(name),
+                method=method.upper(),
+                path=path,
+                weight=weight,
+                status=tuple(statuses),
+                json=spec.get("json"),
+                body=body,
+                headers=dict(headers),
+            )
+        )
+    return tuple(probes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PerfBounds:
+    """Limits on one run. They may be lowered in [tool.cfops.perf.bounds], never raised past these."""
+
+    max_requests: int = 100_000
+    max_concurrency: int = 1_000
+    max_duration_seconds: float = 600.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class PerfSettings:
+    # Empty: start the local backend on a free port and measure that.
+    base_url: str = field(default="", metadata=from_env("IMMCAD_API_BASE_URL"))
+    requests: int = field(default=20, metadata=from_env("REQUESTS"))
+    concurrency: int = field(default=5, metadata=from_env("CONCURRENCY"))
+    max_p95_seconds: float = field(default=2.5, metadata=from_env("MAX_P95_SECONDS"))
+    max_p99_seconds: float | None = field(default=None, metadata=from_env("MAX_P99_SECONDS"))
+    max_error_rate: float = field(default=0.0, metadata=from_env("MAX_ERROR_RATE"))
+    max_regression_percent: float = 20.0
+    chat_path: str = field(default="/api/chat", metadata=from_env("CHAT_PATH"))
+    timeout_seconds: float = 10.0
+    warmup: int = 0
+    engine: Literal["aiohttp", "httpx", "httpx-aiohttp"] = "aiohttp"
+    bounds: PerfBounds = field(default_factory=PerfBounds)
+    # Empty: the old canary probe (POST chat_path with a session id and a fixed message).
+    scenario: tuple[PerfProbe, ...] = field(
+        default=(), metadata={"convert": lambda raw, _root: parse_scenario(raw, "[tool.cfops.perf.scenario]")}
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     root: Path
@@ -99,6 +202,7 @@ class Settings:
     )
     sync: SyncSettings = field(default_factory=SyncSettings)
     dev: DevSettings = field(default_factory=DevSettings)
+    perf: PerfSettings = field(default_factory=PerfSettings)
     # The merged .env + process environment, for lookups of secrets and compatible env vars.
     # repr=False: the settings object may be printed while debugging; secret values must not be.
     env: Mapping[str, str] = field(default_factory=dict, repr=False)

@@ -1,0 +1,311 @@
+"""The resolved configuration of one latency run: settings < flags, validated against the hard bounds.
+
+``RunConfig`` is what the library entry point (``run_smoke``) takes; ``resolve`` builds it from the
+project settings plus overrides (the CLI's flags, or a release pipeline's arguments). Every rejection
+is a UsageError: one line naming the input and what to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+
+from cfops import output
+from cfops.config import PerfBounds, PerfProbe, PerfSettings, Settings, parse_scenario
+from cfops.errors import ConfigError, UsageError
+
+Engine = Literal["aiohttp", "httpx", "httpx-aiohttp"]
+ENGINES: tuple[Engine, ...] = ("aiohttp", "httpx", "httpx-aiohttp")
+# Ceilings no setting can raise: a canary is a probe, not a load test.
+HARD_BOUNDS = PerfBounds()
+VERSION_HEADER = "Cloudflare-Workers-Version-Overrides"
+DEFAULT_PROBE_BODY = {"session_id": "perf-smoke-{i}", "message": "performance canary probe"}
+USER_AGENT = "cfops-perf"
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name (RFC 9110 token)
+_VERSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
+_WORKER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+_SENSITIVE_HEADER = ("authorization", "cookie", "token", "key", "secret", "password", "credential")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Thresholds:
+    max_p95_seconds: float
+    max_p99_seconds: float | None = None
+    max_error_rate: float = 0.0
+    max_regression_percent: float = 20.0
+    baseline: Path | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Everything one run needs. ``base_url`` None means: start the local backend and measure it."""
+
+    base_url: str | None
+    probes: tuple[PerfProbe, ...]
+    requests: int
+    concurrency: int
+    duration_seconds: float | None = None
+    rate: float | None = None
+    warmup: int = 0
+    timeout_seconds: float = 10.0
+    headers: Mapping[str, str] = field(default_factory=dict)
+    bearer_token: str | None = field(default=None, repr=False)
+    version_id: str | None = None
+    worker: str | None = None
+    engine: Engine = "aiohttp"
+    thresholds: Thresholds
+    bounds: PerfBounds = HARD_BOUNDS
+    scenario_source: str = "default"
+
+    @property
+    def model(self) -> str:
+        return "open" if self.rate else "closed"
+
+    def describe(self) -> dict[str, Any]:
+        """The configuration as the artifact records it: no secret values."""
+        return {
+            "base_url": self.base_url,
+            "model": self.model,
+            "requests": self.requests,
+            "concurrency": self.concurrency,
+            "duration_seconds": self.duration_seconds,
+            "rate_per_second": self.rate,
+            "warmup": self.warmup,
+            "timeout_seconds": self.timeout_seconds,
+            "engine": self.engine,
+            "scenario": self.scenario_source,
+            "probes": [
+                {
+                    "name": p.name,
+                    "method": p.method,
+                    "path": p.path,
+                    "weight": p.weight,
+                    "expected_status": list(p.status),
+                    "headers": {k: _shown(k, v) for k, v in p.headers.items()},
+                }
+                for p in self.probes
+            ],
+            "headers": {k: _shown(k, v) for k, v in self.headers.items()},
+            "bearer_token": "set" if self.bearer_token else "not set",
+            "version_id": self.version_id,
+            "worker": self.worker,
+            "bounds": dataclasses.asdict(self.bounds),
+        }
+
+
+def is_sensitive_header(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in _SENSITIVE_HEADER)
+
+
+def _shown(name: str, value: str) -> str:
+    return output.REDACTED if is_sensitive_header(name) else value
+
+
+def default_probe(chat_path: str) -> PerfProbe:
+    """The probe the old make target sent: POST chat with a per-request session id."""
+    return PerfProbe(name="chat", method="POST", path=chat_path, json=DEFAULT_PROBE_BODY)
+
+
+def load_scenario_file(path: Path) -> tuple[PerfProbe, ...]:
+    """A YAML file with the same shape as [tool.cfops.perf.scenario]: name -> {method, path, ...}."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(
+            f"scenario file {path} not found; pass an existing YAML file to --scenario"
+        ) from None
+    except (OSError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"scenario file {path} is not readable YAML: {first}") from None
+    probes = parse_scenario(raw, str(path))
+    if not probes:
+        raise ConfigError(f"scenario file {path} defines no probe")
+    return probes
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep or not _TOKEN.match(name):
+        raise UsageError(f"--header {name or text!r}: expected 'Name: value'")
+    if "\r" in value or "\n" in value:
+        raise UsageError(f"--header {name}: the value must not contain line breaks")
+    return name, value
+
+
+def validate_base_url(url: str) -> str:
+    """An absolute http(s) URL with a host, no credentials, query or fragment; returned without a
+    trailing slash so that paths join cleanly."""
+    shown = url if len(url) <= 80 else url[:77] + "..."
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UsageError(
+            f"base URL {shown!r} is malformed ({exc}); expected like https://api.example.com"
+        ) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(
+            f"base URL {shown!r} is not an absolute http(s) URL; set IMMCAD_API_BASE_URL or --base-url "
+            "like https://api.example.com"
+        )
+    if parts.username or parts.password:
+        output.add_secrets([parts.password, parts.username])
+        raise UsageError("base URL must not contain credentials; put the token in IMMCAD_API_BEARER_TOKEN")
+    if parts.query or parts.fragment:
+        raise UsageError(f"base URL {shown!r} must not have a query or fragment")
+    if port == 0:
+        raise UsageError(f"base URL {shown!r} has port 0")
+    return url.rstrip("/")
+
+
+def _check_range(name: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
+    bad = value <= low if low_open else value < low
+    if bad or value > high or math.isnan(value):
+        lower = f"above {low:g}" if low_open else f"at least {low:g}"
+        raise UsageError(f"{name} must be {lower} and at most {high:g}, got {value:g}")
+
+
+def check_bounds(bounds: PerfBounds) -> PerfBounds:
+    for name in ("max_requests", "max_concurrency", "max_duration_seconds"):
+        value, ceiling = getattr(bounds, name), getattr(HARD_BOUNDS, name)
+        if not 0 < value <= ceiling:
+            raise ConfigError(
+                f"[tool.cfops.perf.bounds] {name} = {value:g}: must be above 0 and at most {ceiling:g}"
+            )
+    return bounds
+
+
+def resolve(
+    settings: Settings,
+    *,
+    base_url: str | None = None,
+    requests: int | None = None,
+    concurrency: int | None = None,
+    duration: float | None = None,
+    rate: float | None = None,
+    warmup: int | None = None,
+    timeout: float | None = None,
+    chat_path: str | None = None,
+    max_p95: float | None = None,
+    max_p99: float | None = None,
+    max_error_rate: float | None = None,
+    max_regression: float | None = None,
+    baseline: Path | None = None,
+    scenario: Path | None = None,
+    headers: Sequence[str] = (),
+    version_id: str | None = None,
+    worker: str | None = None,
+    engine: Engine | None = None,
+) -> RunConfig:
+    """Settings ([tool.cfops.perf] < .env < environment) overlaid by explicit arguments, validated."""
+    perf: PerfSettings = settings.perf
+    bounds = check_bounds(perf.bounds)
+    url_text = perf.base_url if base_url is None else base_url
+    url = validate_base_url(url_text.strip()) if url_text.strip() else None
+
+    path = perf.chat_path if chat_path is None else chat_path
+    if not path.startswith("/"):
+        raise UsageError(f"chat path (CHAT_PATH / --chat-path) must start with /, got {path!r}")
+    if scenario is not None:
+        probes, source = load_scenario_file(scenario), str(scenario)
+    elif perf.scenario:
+        probes, source = perf.scenario, "[tool.cfops.perf.scenario]"
+    else:
+        probes, source = (default_probe(path),), f"default (POST {path})"
+
+    count = perf.requests if requests is None else requests
+    workers = perf.concurrency if concurrency is None else concurrency
+    _check_range("concurrency (CONCURRENCY / --concurrency)", workers, 1, bounds.max_concurrency)
+    if duration is not None:
+        _check_range("--duration (seconds)", duration, 0, bounds.max_duration_seconds, low_open=True)
+        if requests is None:
+            # A duration run is bounded by time; the request count only caps it when given explicitly.
+            count = bounds.max_requests if rate is None else math.ceil(rate * duration)
+    if rate is not None:
+        _check_range("--rate (requests per second)", rate, 0, 100_000, low_open=True)
+        if duration is not None and requests is not None:
+            count = min(count, math.ceil(rate * duration))
+    _check_range("requests (REQUESTS / --requests)", count, 1, bounds.max_requests)
+    if rate is not None and count / rate > bounds.max_duration_seconds:
+        raise UsageError(
+            f"{count} requests at {rate:g}/s take {count / rate:g} s, over the "
+            f"{bounds.max_duration_seconds:g} s bound; lower --requests/--duration or raise --rate"
+        )
+    warm = perf.warmup if warmup is None else warmup
+    _check_range("--warmup (requests)", warm, 0, bounds.max_requests)
+    per_request = perf.timeout_seconds if timeout is None else timeout
+    _check_range("--timeout (seconds)", per_request, 0, bounds.max_duration_seconds, low_open=True)
+
+    p95 = perf.max_p95_seconds if max_p95 is None else max_p95
+    _check_range("max p95 (MAX_P95_SECONDS / --max-p95)", p95, 0, 3600, low_open=True)
+    p99 = perf.max_p99_seconds if max_p99 is None else max_p99
+    if p99 is not None:
+        _check_range("max p99 (MAX_P99_SECONDS / --max-p99)", p99, 0, 3600, low_open=True)
+    error_rate = perf.max_error_rate if max_error_rate is None else max_error_rate
+    _check_range("max error rate (MAX_ERROR_RATE / --max-error-rate, a fraction)", error_rate, 0, 1)
+    regression = perf.max_regression_percent if max_regression is None else max_regression
+    _check_range("--max-regression (percent)", regression, 0, 10_000)
+    if baseline is not None and not baseline.is_file():
+        raise UsageError(f"baseline {baseline} not found; pass an earlier perf-smoke.json to --baseline")
+
+    extra: dict[str, str] = {}
+    for text in headers:
+        name, value = parse_header(text)
+        if is_sensitive_header(name):
+            output.add_secrets([value])
+        extra[name] = value
+    worker_name = worker or settings.native.name
+    if version_id is not None:
+        if not _VERSION_ID.match(version_id):
+            raise UsageError(f"--version-id {version_id!r} is not a Worker version id (letters, digits, -)")
+        if not _WORKER_NAME.match(worker_name):
+            raise UsageError(f"worker name {worker_name!r} is not a valid Worker name")
+        # Cloudflare routes a request carrying this header to that version of the named Worker.
+        extra[VERSION_HEADER] = f'{worker_name}="{version_id}"'
+
+    token = settings.env.get("IMMCAD_API_BEARER_TOKEN") or settings.env.get("API_BEARER_TOKEN") or None
+    output.add_secrets([token])
+    return RunConfig(
+        base_url=url,
+        probes=probes,
+        requests=int(count),
+        concurrency=int(workers),
+        duration_seconds=duration,
+        rate=rate,
+        warmup=int(warm),
+        timeout_seconds=per_request,
+        headers=extra,
+        bearer_token=token,
+        version_id=version_id,
+        worker=worker_name if version_id is not None else None,
+        engine=engine or perf.engine,
+        thresholds=Thresholds(
+            max_p95_seconds=p95,
+            max_p99_seconds=p99,
+            max_error_rate=error_rate,
+            max_regression_percent=regression,
+            baseline=baseline,
+        ),
+        bounds=bounds,
+        scenario_source=source,
+    )
+
+
+def probe_body(probe: PerfProbe) -> bytes | None:
+    if probe.json is not None:
+        return json.dumps(probe.json, separators=(",", ":")).encode()
+    if probe.body is not None:
+        return probe.body.encode()
+    return None
