@@ -26,9 +26,14 @@ T = TypeVar("T")
 PYPROJECT = "pyproject.toml"
 
 
-def from_env(*names: str) -> dict[str, tuple[str, ...]]:
-    """Field metadata: the environment variables that override this setting (first one set wins)."""
-    return {"env": names}
+def from_env(*names: str, deferred: bool = False) -> dict[str, Any]:
+    """Field metadata: the environment variables that override this setting (first one set wins).
+
+    ``deferred``: generic names kept for compatibility (REQUESTS, CONCURRENCY …) are applied and
+    validated only by the command that uses them (``with_deferred_env``), so a stray value in someone's
+    shell cannot break unrelated commands.
+    """
+    return {"env": names, "deferred": deferred}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,14 +164,14 @@ class PerfBounds:
 @dataclass(frozen=True, kw_only=True)
 class PerfSettings:
     # Empty: start the local backend on a free port and measure that.
-    base_url: str = field(default="", metadata=from_env("IMMCAD_API_BASE_URL"))
-    requests: int = field(default=20, metadata=from_env("REQUESTS"))
-    concurrency: int = field(default=5, metadata=from_env("CONCURRENCY"))
-    max_p95_seconds: float = field(default=2.5, metadata=from_env("MAX_P95_SECONDS"))
-    max_p99_seconds: float | None = field(default=None, metadata=from_env("MAX_P99_SECONDS"))
-    max_error_rate: float = field(default=0.0, metadata=from_env("MAX_ERROR_RATE"))
+    base_url: str = field(default="", metadata=from_env("IMMCAD_API_BASE_URL", deferred=True))
+    requests: int = field(default=20, metadata=from_env("REQUESTS", deferred=True))
+    concurrency: int = field(default=5, metadata=from_env("CONCURRENCY", deferred=True))
+    max_p95_seconds: float = field(default=2.5, metadata=from_env("MAX_P95_SECONDS", deferred=True))
+    max_p99_seconds: float | None = field(default=None, metadata=from_env("MAX_P99_SECONDS", deferred=True))
+    max_error_rate: float = field(default=0.0, metadata=from_env("MAX_ERROR_RATE", deferred=True))
     max_regression_percent: float = 20.0
-    chat_path: str = field(default="/api/chat", metadata=from_env("CHAT_PATH"))
+    chat_path: str = field(default="/api/chat", metadata=from_env("CHAT_PATH", deferred=True))
     timeout_seconds: float = 10.0
     warmup: int = 0
     engine: Literal["aiohttp", "httpx", "httpx-aiohttp"] = "aiohttp"
@@ -325,11 +330,34 @@ def build(base: T, table: Mapping[str, Any], env: Mapping[str, str], root: Path,
             changes[name] = (
                 convert(table[name], root) if convert else _coerce(table[name], hints[name], key, root)
             )
-        for var in f.metadata.get("env", ()):
-            if env.get(var) is not None:
-                changes[name] = _coerce(env[var], hints[name], var, root)
-                break
+        if f.metadata.get("deferred"):
+            continue
+        override = _env_override(f, hints[name], env, root)
+        if override is not _UNSET:
+            changes[name] = override
     return dataclasses.replace(base, **changes)  # type: ignore[type-var]
+
+
+_UNSET: Any = object()
+
+
+def _env_override(f: dataclasses.Field[Any], tp: Any, env: Mapping[str, str], root: Path) -> Any:
+    for var in f.metadata.get("env", ()):
+        if env.get(var) is not None:
+            return _coerce(env[var], tp, var, root)
+    return _UNSET
+
+
+def with_deferred_env(section: T, settings: Settings) -> T:
+    """``section`` with its deferred environment overrides applied (ConfigError if one is malformed)."""
+    hints = typing.get_type_hints(type(section))
+    changes = {}
+    for f in dataclasses.fields(section):  # type: ignore[arg-type]
+        if f.metadata.get("deferred"):
+            override = _env_override(f, hints[f.name], settings.env, settings.root)
+            if override is not _UNSET:
+                changes[f.name] = override
+    return dataclasses.replace(section, **changes)  # type: ignore[type-var]
 
 
 def read_env(root: Path, environ: Mapping[str, str]) -> dict[str, str]:

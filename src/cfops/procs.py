@@ -42,16 +42,30 @@ def which(program: str, *, hint: str) -> str:
     return found
 
 
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+# Resolved once in the parent: between fork and exec the child should do as little as possible.
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
 def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
-    with suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _preexec() -> Callable[[], None] | None:
     # The death signal follows the *thread* that forked; children started from worker threads would be
     # killed when that thread ends, so only the main thread asks for it.
-    if sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread():
+    if _PRCTL is not None and threading.current_thread() is threading.main_thread():
         return _set_pdeathsig
     return None
 

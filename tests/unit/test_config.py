@@ -83,3 +83,15 @@ def test_secret_values_stay_out_of_the_settings_repr(tmp_path: Path) -> None:
     settings = load_settings(tmp_path, {"IMMCAD_API_BEARER_TOKEN": "s3cr3t-token-value"})
     assert settings.env["IMMCAD_API_BEARER_TOKEN"] == "s3cr3t-token-value"
     assert "s3cr3t-token-value" not in repr(settings)
+
+
+def test_generic_compat_variables_only_bind_the_command_that_uses_them(tmp_path: Path) -> None:
+    """REQUESTS=abc in someone's shell must not break `nox -s sync`; perf still rejects it."""
+    from cfops.config import with_deferred_env
+
+    write_pyproject(tmp_path, "")
+    settings = load_settings(tmp_path, {"REQUESTS": "abc", "CONCURRENCY": "7"})
+    assert settings.perf.requests == 20  # not applied at load time
+    assert with_deferred_env(settings.perf, load_settings(tmp_path, {"CONCURRENCY": "7"})).concurrency == 7
+    with pytest.raises(ConfigError, match="REQUESTS: expected an integer, got 'abc'"):
+        with_deferred_env(settings.perf, settings)

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from cfops import output
-from cfops.config import PerfBounds, PerfProbe, PerfSettings, Settings, parse_scenario
+from cfops.config import PerfBounds, PerfProbe, PerfSettings, Settings, parse_scenario, with_deferred_env
 from cfops.errors import ConfigError, UsageError
 
 Engine = Literal["aiohttp", "httpx", "httpx-aiohttp"]
@@ -210,7 +210,7 @@ def resolve(
     engine: Engine | None = None,
 ) -> RunConfig:
     """Settings ([tool.cfops.perf] < .env < environment) overlaid by explicit arguments, validated."""
-    perf: PerfSettings = settings.perf
+    perf: PerfSettings = with_deferred_env(settings.perf, settings)
     bounds = check_bounds(perf.bounds)
     url_text = perf.base_url if base_url is None else base_url
     url = validate_base_url(url_text.strip()) if url_text.strip() else None
