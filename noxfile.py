@@ -76,11 +76,12 @@ def cfops(session: nox.Session, command: str, *args: str) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff + mypy --strict over src/, noxfile.py and tasks.py."""
+    """ruff + mypy --strict over src/, noxfile.py and tasks.py; tsc --noEmit over the Worker's TypeScript."""
     install(session, "dev")
     session.run("ruff", "check", *LINT_PATHS)
     session.run("ruff", "format", "--check", *LINT_PATHS)
     session.run("mypy")
+    cfops(session, "tscheck")
 
 
 @nox.session
@@ -102,3 +103,10 @@ def dev(session: nox.Session) -> None:
     """Sync, then run the native Worker locally (pywrangler dev, or uvicorn fallback) until Ctrl-C."""
     install(session, "worker")
     cfops(session, "dev", *session.posargs)
+
+
+@nox.session
+def dev_proxy(session: nox.Session) -> None:
+    """Sync, run the backend and the edge proxy Worker (wrangler dev, workerd) in front of it until Ctrl-C."""
+    install(session, "worker")
+    cfops(session, "proxy", *session.posargs)

@@ -10,6 +10,8 @@ from cfops import output
 COMMANDS = {
     "sync": "cfops.sync",
     "dev": "cfops.dev",
+    "dev_proxy": "cfops.proxy",
+    "tscheck": "cfops.tscheck",
 }
 
 

@@ -212,6 +212,7 @@ class Service:
         grace: float = 10.0,
         forward_output: bool = True,
         log_file: Path | None = None,
+        healthy: Callable[[httpx.Response], bool] | None = None,
     ) -> None:
         self.name = name
         self.cmd = [str(part) for part in cmd]
@@ -224,6 +225,9 @@ class Service:
         self.grace = grace
         self.forward_output = forward_output
         self.log_file = log_file
+        # What counts as healthy at ``health_url``: by default any 2xx. A proxy whose origin may be
+        # down on purpose is up as soon as it answers for itself.
+        self.healthy = healthy or (lambda response: response.is_success)
         self.proc: subprocess.Popen[bytes] | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         self._reader: threading.Thread | None = None
@@ -286,7 +290,7 @@ class Service:
                     )
                 try:
                     response = client.get(self.health_url)
-                    if response.is_success:
+                    if self.healthy(response):
                         return
                     last = f"HTTP {response.status_code}"
                 except httpx.HTTPError as exc:
