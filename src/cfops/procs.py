@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -32,6 +33,8 @@ from cfops.errors import CommandFailed, MissingToolError, ServiceError, UsageErr
 
 Command = Sequence[str | Path]
 _TAIL_LINES = 40
+# Some tools colour their output even into a pipe (wrangler formats its errors with esbuild, colour on).
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def which(program: str, *, hint: str) -> str:
@@ -243,7 +246,7 @@ class Service:
         log = self.log_file.open("a", encoding="utf-8") if self.log_file else None
         try:
             for raw in iter(stream.readline, b""):
-                line = output.redact(raw.decode(errors="replace").rstrip())
+                line = output.redact(_ANSI_ESCAPE.sub("", raw.decode(errors="replace")).rstrip())
                 self._tail.append(line)
                 if log:
                     log.write(line + "\n")

@@ -7,6 +7,7 @@ Ctrl-C. ``--origin URL`` fronts an origin that is already running (a container, 
 
 from __future__ import annotations
 
+import re
 import signal
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -21,7 +22,7 @@ import httpx
 from cfops import cli, output, procs
 from cfops.config import Runtime, Settings
 from cfops.dev import Backend, choose_runtime, dev_bindings, native_backend
-from cfops.errors import UsageError
+from cfops.errors import ServiceError, UsageError
 from cfops.sync import sync
 from cfops.wrangler import wrangler_bin
 
@@ -73,6 +74,23 @@ def check_origin(origin: str) -> str:
             f"--origin {origin!r} is not an http(s) URL; pass e.g. --origin http://127.0.0.1:8000"
         )
     return origin.rstrip("/")
+
+
+_TAIL = 40
+_LOCATION = re.compile(r"^\S+:\d+:\d+:$")
+
+
+def _wrangler_errors(tail: str) -> str:
+    """wrangler's ``✘ [ERROR]`` lines (and the source location after them) as one line, or ""."""
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    parts: list[str] = []
+    for index, line in enumerate(lines):
+        if "[ERROR]" in line:
+            parts.append(line.split("[ERROR]", 1)[1].strip())
+            following = lines[index + 1] if index + 1 < len(lines) else ""
+            if _LOCATION.match(following):
+                parts.append(f"(at {following.rstrip(':')})")
+    return " ".join(parts)
 
 
 def _worker_answered(response: httpx.Response) -> bool:
@@ -132,7 +150,6 @@ def edge_proxy(
             cmd += ["--var", f"{name}:{value}"]
         env = {
             **_QUIET_ENV,
-            "WRANGLER_LOG_PATH": str(scratch / "logs"),
             # Each run its own dev registry: two local stacks must not discover each other's Workers.
             "WRANGLER_REGISTRY_PATH": str(scratch / "registry"),
         }
@@ -147,8 +164,16 @@ def edge_proxy(
             stop_signal=signal.SIGINT,  # wrangler's graceful Ctrl-C also stops its workerd processes
             forward_output=forward_output,
         )
-        with service:
-            yield EdgeProxy(url=url, origin=origin, vars=worker_vars, service=service)
+        started = False
+        try:
+            with service:
+                started = True
+                yield EdgeProxy(url=url, origin=origin, vars=worker_vars, service=service)
+        except ServiceError as exc:
+            detail = _wrangler_errors(service.tail(_TAIL))
+            if started or not detail:
+                raise
+            raise ServiceError(f"the edge proxy (wrangler dev) did not start: {detail}") from exc
 
 
 @dataclass(frozen=True)

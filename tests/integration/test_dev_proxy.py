@@ -16,7 +16,7 @@ from cfops import procs
 from cfops.config import load_settings
 from cfops.wrangler import ensure_node_toolchain
 from tests.conftest import REPO, clean_env, copy_project
-from tests.integration.edge import raw_request
+from tests.integration.edge import raw_request, recording_backend
 
 pytestmark = pytest.mark.integration
 
@@ -117,9 +117,52 @@ def test_dev_proxy_serves_the_backend_through_workerd_and_stops_cleanly(proxy_pr
     assert f"edge proxy (wrangler dev, workerd) ready at {proxy_url} → {backend_url}" in out
     assert token not in out
     assert "Using secrets" not in out  # the proxy never loads the native Worker's .dev.vars
+    assert "Request.cf" not in out  # no attempt to download it from workers.cloudflare.com
     for url in (proxy_url, backend_url):
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{url}/healthz", timeout=5)
+
+
+def test_dev_proxy_fronts_a_running_origin_and_stops_on_sigterm(proxy_project: Path) -> None:
+    with recording_backend() as origin:
+        port = procs.free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cfops.proxy", "--port", str(port), "--origin", origin.url],
+            cwd=proxy_project,
+            env=clean_env(CFOPS_ROOT=str(proxy_project)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            wait_for(f"http://127.0.0.1:{port}/healthz", proc)
+            children = psutil.Process(proc.pid).children(recursive=True)
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 143, out
+        assert {(r["method"], r["path"]) for r in origin.records()} == {("GET", "/healthz")}
+    _gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"left running: {alive}"
+    assert "backend (" not in out  # nothing was synced or started besides the proxy
+    assert not (proxy_project / "backend-cloudflare/src/immcad_api").exists()
+
+
+def test_a_worker_that_does_not_build_is_reported_in_one_line(proxy_project: Path) -> None:
+    worker = proxy_project / "backend-cloudflare/src/worker.ts"
+    worker.write_text(worker.read_text() + "\nexport const broken = {;\n")
+    proc = run_module(
+        proxy_project, "cfops.proxy", "--origin", "http://127.0.0.1:9", "--port", str(procs.free_port())
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: the edge proxy (wrangler dev) did not start: Build failed with 1 error:")
+    assert 'Expected identifier but found ";"' in line and "(at src/worker.ts:" in line
+    assert "\x1b[" not in proc.stdout + proc.stderr  # wrangler's colours are stripped
 
 
 @pytest.mark.parametrize(
