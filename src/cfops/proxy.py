@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from cfops import cli, output, procs
-from cfops.config import Runtime, Settings
+from cfops.config import Runtime, Settings, is_secret_name
 from cfops.dev import Backend, choose_runtime, dev_bindings, native_backend
 from cfops.errors import ServiceError, UsageError
 from cfops.sync import sync
@@ -93,6 +93,16 @@ def _wrangler_errors(tail: str) -> str:
     return " ".join(parts)
 
 
+def merged_vars(settings: Settings, origin: str, extra: Mapping[str, str] | None) -> dict[str, str]:
+    """[tool.cfops.dev_proxy] vars < ``extra`` < BACKEND_ORIGIN; UsageError for a secret-looking name."""
+    merged = {**settings.dev_proxy.vars, **(extra or {}), ORIGIN_VAR: origin}
+    secret = next((name for name in merged if is_secret_name(settings, name)), None)
+    if secret:
+        # Vars travel on wrangler's command line, where any local user can read them.
+        raise UsageError(f"{secret} looks like a secret; the edge proxy takes only plain vars")
+    return merged
+
+
 def _worker_answered(response: httpx.Response) -> bool:
     return TRACE_HEADER in response.headers
 
@@ -117,7 +127,7 @@ def edge_proxy(
     binary = wrangler_bin(settings)
     port = procs.free_port(host) if port is None else port
     procs.ensure_port_free(host, port)
-    worker_vars = {**settings.dev_proxy.vars, **(vars or {}), ORIGIN_VAR: origin}
+    worker_vars = merged_vars(settings, origin, vars)
     url = f"http://{host}:{port}"
     with tempfile.TemporaryDirectory(prefix="cfops-proxy-") as tmp:
         scratch = Path(tmp)
@@ -241,6 +251,7 @@ def main(argv: Sequence[str]) -> int:
     backend_port = settings.dev.port if args.backend_port is None else args.backend_port
     extra_vars = parse_vars(args.var)
     origin = check_origin(args.origin) if args.origin else None
+    merged_vars(settings, origin or "", extra_vars)
     # Everything that can be wrong with the input fails here, before anything starts.
     procs.ensure_port_free(host, proxy_port)
     if origin is None:

@@ -171,6 +171,7 @@ def test_a_worker_that_does_not_build_is_reported_in_one_line(proxy_project: Pat
         (["--var", "BACKEND_RETRY_ATTEMPTS"], "expected NAME:VALUE"),
         (["--var", "BACKEND_ORIGIN:http://x"], "use --origin URL instead"),
         (["--origin", "ftp://127.0.0.1:21"], "is not an http(s) URL"),
+        (["--var", "CANLII_API_KEY:abcd1234"], "CANLII_API_KEY looks like a secret"),
         (["--port", "9", "--backend-port", "9"], "both 9"),
         (["--runtime", "docker"], "invalid choice: 'docker'"),
     ],
