@@ -76,11 +76,12 @@ def cfops(session: nox.Session, command: str, *args: str) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff + mypy --strict over src/, noxfile.py and tasks.py."""
+    """ruff + mypy --strict over src/, noxfile.py and tasks.py; tsc --noEmit over the Worker's TypeScript."""
     install(session, "dev")
     session.run("ruff", "check", *LINT_PATHS)
     session.run("ruff", "format", "--check", *LINT_PATHS)
     session.run("mypy")
+    cfops(session, "tscheck")
 
 
 @nox.session
@@ -116,3 +117,10 @@ def perf_fidelity(session: nox.Session) -> None:
     """Benchmark: perf_smoke's numbers next to wrk's on one pinned local server (needs wrk; a quiet box)."""
     install(session, "dev")
     session.run("python", "benchmarks/perf_fidelity.py", *session.posargs)
+
+
+@nox.session
+def dev_proxy(session: nox.Session) -> None:
+    """Sync, run the backend and the edge proxy Worker (wrangler dev, workerd) in front of it until Ctrl-C."""
+    install(session, "worker")
+    cfops(session, "proxy", *session.posargs)

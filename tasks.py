@@ -30,6 +30,16 @@ def dev(c: Context, runtime: str = "auto", port: int = 0) -> None:
     nox(c, "dev", "--runtime", runtime, *(["--port", str(port)] if port else []))
 
 
+@task(help={"port": "proxy port (default 8788)", "backend_port": "backend port (default 8787)"})
+def dev_proxy(c: Context, port: int = 0, backend_port: int = 0) -> None:
+    """Run the backend and the edge proxy Worker in front of it until Ctrl-C (nox -s dev_proxy)."""
+    args = [
+        *(["--port", str(port)] if port else []),
+        *(["--backend-port", str(backend_port)] if backend_port else []),
+    ]
+    nox(c, "dev_proxy", *args)
+
+
 @task
 def lint(c: Context) -> None:
     """ruff + mypy --strict (nox -s lint)."""
@@ -42,4 +52,4 @@ def test(c: Context) -> None:
     nox(c, "tests")
 
 
-ns = Collection(sync, dev, lint, test)
+ns = Collection(sync, dev, dev_proxy, lint, test)

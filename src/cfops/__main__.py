@@ -11,6 +11,8 @@ COMMANDS = {
     "sync": "cfops.sync",
     "dev": "cfops.dev",
     "perf": "cfops.perf",
+    "dev_proxy": "cfops.proxy",
+    "tscheck": "cfops.tscheck",
 }
 
 

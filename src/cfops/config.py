@@ -183,6 +183,18 @@ class PerfSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DevProxySettings:
+    """`nox -s dev_proxy`: the edge proxy Worker under wrangler dev in front of the local backend."""
+
+    port: int = field(default=8788, metadata=from_env("CFOPS_DEV_PROXY_PORT"))
+    # wrangler dev bundles with esbuild and boots workerd before it answers.
+    startup_timeout: float = 60.0
+    # Extra Worker vars for local runs (BACKEND_REQUEST_TIMEOUT_MS, BACKEND_RETRY_ATTEMPTS), layered
+    # over the config's vars; BACKEND_ORIGIN is always the backend started (or named with --origin).
+    vars: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     root: Path
     artifacts_dir: Path = field(default=Path("artifacts"), metadata=from_env("CFOPS_ARTIFACTS_DIR"))
@@ -208,6 +220,7 @@ class Settings:
     sync: SyncSettings = field(default_factory=SyncSettings)
     dev: DevSettings = field(default_factory=DevSettings)
     perf: PerfSettings = field(default_factory=PerfSettings)
+    dev_proxy: DevProxySettings = field(default_factory=DevProxySettings)
     # The merged .env + process environment, for lookups of secrets and compatible env vars.
     # repr=False: the settings object may be printed while debugging; secret values must not be.
     env: Mapping[str, str] = field(default_factory=dict, repr=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -32,6 +33,8 @@ from cfops.errors import CommandFailed, MissingToolError, ServiceError, UsageErr
 
 Command = Sequence[str | Path]
 _TAIL_LINES = 40
+# Some tools colour their output even into a pipe (wrangler formats its errors with esbuild, colour on).
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def which(program: str, *, hint: str) -> str:
@@ -226,6 +229,7 @@ class Service:
         grace: float = 10.0,
         forward_output: bool = True,
         log_file: Path | None = None,
+        healthy: Callable[[httpx.Response], bool] | None = None,
     ) -> None:
         self.name = name
         self.cmd = [str(part) for part in cmd]
@@ -238,6 +242,9 @@ class Service:
         self.grace = grace
         self.forward_output = forward_output
         self.log_file = log_file
+        # What counts as healthy at ``health_url``: by default any 2xx. A proxy whose origin may be
+        # down on purpose is up as soon as it answers for itself.
+        self.healthy = healthy or (lambda response: response.is_success)
         self.proc: subprocess.Popen[bytes] | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         self._reader: threading.Thread | None = None
@@ -253,7 +260,7 @@ class Service:
         log = self.log_file.open("a", encoding="utf-8") if self.log_file else None
         try:
             for raw in iter(stream.readline, b""):
-                line = output.redact(raw.decode(errors="replace").rstrip())
+                line = output.redact(_ANSI_ESCAPE.sub("", raw.decode(errors="replace")).rstrip())
                 self._tail.append(line)
                 if log:
                     log.write(line + "\n")
@@ -300,7 +307,7 @@ class Service:
                     )
                 try:
                     response = client.get(self.health_url)
-                    if response.is_success:
+                    if self.healthy(response):
                         return
                     last = f"HTTP {response.status_code}"
                 except httpx.HTTPError as exc:

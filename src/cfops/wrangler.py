@@ -10,9 +10,9 @@ from typing import Any
 
 import json5
 
-from cfops import procs
+from cfops import output, procs
 from cfops.config import Settings
-from cfops.errors import ConfigError, MissingToolError
+from cfops.errors import CheckFailed, ConfigError, MissingToolError
 
 _MARKER = ".cfops-lock-sha256"
 
@@ -75,3 +75,28 @@ def wrangler_bin(settings: Settings) -> Path:
             f"{binary} missing after npm ci: is wrangler in {settings.worker_dir}/package.json?"
         )
     return binary
+
+
+def typecheck(settings: Settings) -> int:
+    """``tsc --noEmit`` over the Workers' TypeScript with the pinned compiler; returns the files checked.
+
+    Raises CheckFailed (exit 1) after printing every error tsc reported.
+    """
+    project = settings.worker_dir / "tsconfig.json"
+    if not project.is_file():
+        raise ConfigError(f"{project} is missing: tsc needs it to type-check the Worker")
+    tsc = ensure_node_toolchain(settings) / "tsc"
+    result = procs.run(
+        [tsc, "--noEmit", "--pretty", "false", "-p", project],
+        cwd=settings.worker_dir,
+        timeout=300,
+        check=False,
+        what="tsc",
+    )
+    problems = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    if result.returncode != 0:
+        for line in problems:
+            output.echo(line)
+        count = sum(1 for line in problems if ": error TS" in line) or len(problems)
+        raise CheckFailed(f"tsc --noEmit: {count} error(s) in {settings.worker_dir.name}/ (listed above)")
+    return len(list((settings.worker_dir / "src").rglob("*.ts")))

@@ -1,0 +1,20 @@
+"""`nox -s lint` (TypeScript part): type-check the Workers' TypeScript with the pinned `tsc --noEmit`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from cfops import cli, output
+from cfops.wrangler import typecheck
+
+
+def main(argv: Sequence[str]) -> int:
+    cli.parser("python -m cfops.tscheck", __doc__).parse_args(argv)
+    settings = cli.settings_from_env()
+    files = typecheck(settings)
+    output.success(f"tsc --noEmit: {files} TypeScript file(s) in {settings.worker_dir.name}/src type-check")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run_main(main)
