@@ -102,3 +102,17 @@ def dev(session: nox.Session) -> None:
     """Sync, then run the native Worker locally (pywrangler dev, or uvicorn fallback) until Ctrl-C."""
     install(session, "worker")
     cfops(session, "dev", *session.posargs)
+
+
+@nox.session(tags=["image"])
+def spike_image(session: nox.Session) -> None:
+    """Sync, then build the spike image (backend-cloudflare/Dockerfile) via the Docker Engine API."""
+    install(session)
+    cfops(session, "image", "spike", *session.posargs)
+
+
+@nox.session(tags=["image"])
+def origin_image(session: nox.Session) -> None:
+    """Build the origin image (Dockerfile: src/immcad_api) via the Docker Engine API."""
+    install(session)
+    cfops(session, "image", "origin", *session.posargs)
