@@ -124,3 +124,17 @@ def dev_proxy(session: nox.Session) -> None:
     """Sync, run the backend and the edge proxy Worker (wrangler dev, workerd) in front of it until Ctrl-C."""
     install(session, "worker")
     cfops(session, "proxy", *session.posargs)
+
+
+@nox.session(tags=["image"])
+def spike_image(session: nox.Session) -> None:
+    """Sync, then build the spike image (backend-cloudflare/Dockerfile) via the Docker Engine API."""
+    install(session)
+    cfops(session, "image", "spike", *session.posargs)
+
+
+@nox.session(tags=["image"])
+def origin_image(session: nox.Session) -> None:
+    """Build the origin image (Dockerfile: src/immcad_api) via the Docker Engine API."""
+    install(session)
+    cfops(session, "image", "origin", *session.posargs)

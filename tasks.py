@@ -7,6 +7,7 @@ import sys
 
 from invoke.collection import Collection
 from invoke.context import Context
+from invoke.exceptions import Exit
 from invoke.tasks import task
 
 
@@ -40,6 +41,21 @@ def dev_proxy(c: Context, port: int = 0, backend_port: int = 0) -> None:
     nox(c, "dev_proxy", *args)
 
 
+@task(
+    help={
+        "which": "spike (the synced Worker bundle) or origin (src/immcad_api)",
+        "run": "start the image, check /healthz, remove it",
+        "no_cache": "build every step anew",
+    }
+)
+def image(c: Context, which: str = "spike", run: bool = False, no_cache: bool = False) -> None:
+    """Build a container image through the Docker Engine API (nox -s spike_image / origin_image)."""
+    if which not in ("spike", "origin"):
+        raise Exit(f"error: --which must be spike or origin, not {which!r}", code=2)
+    flags = [flag for flag, on in (("--run", run), ("--no-cache", no_cache)) if on]
+    nox(c, f"{which}_image", *flags)
+
+
 @task
 def lint(c: Context) -> None:
     """ruff + mypy --strict (nox -s lint)."""
@@ -52,4 +68,4 @@ def test(c: Context) -> None:
     nox(c, "tests")
 
 
-ns = Collection(sync, dev, dev_proxy, lint, test)
+ns = Collection(sync, dev, dev_proxy, image, lint, test)

@@ -13,6 +13,7 @@ COMMANDS = {
     "perf": "cfops.perf",
     "dev_proxy": "cfops.proxy",
     "tscheck": "cfops.tscheck",
+    "image": "cfops.image",
 }
 
 

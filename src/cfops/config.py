@@ -195,6 +195,32 @@ class DevProxySettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ImageTarget:
+    dockerfile: Path
+    tag: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageSettings:
+    # The base of both images (the Dockerfiles' ARG PYTHON_IMAGE). Where Docker Hub is out of reach,
+    # scripts/make_base_image.sh builds a local one and PYTHON_IMAGE names it.
+    python_image: str = field(default="python:3.12-slim", metadata=from_env("PYTHON_IMAGE"))
+    # org.opencontainers.image.source; empty: the git remote "origin" (credentials stripped).
+    source: str = ""
+    health_timeout: float = field(default=60.0, metadata=from_env("CFOPS_IMAGE_HEALTH_TIMEOUT"))
+    # Bounds the whole build and every silent stretch of it (a RUN step that prints nothing).
+    build_timeout: float = 1800.0
+    spike: ImageTarget = field(
+        default_factory=lambda: ImageTarget(
+            dockerfile=Path("backend-cloudflare/Dockerfile"), tag="immcad-backend-spike:local"
+        )
+    )
+    origin: ImageTarget = field(
+        default_factory=lambda: ImageTarget(dockerfile=Path("Dockerfile"), tag="immcad-backend-origin:local")
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     root: Path
     artifacts_dir: Path = field(default=Path("artifacts"), metadata=from_env("CFOPS_ARTIFACTS_DIR"))
@@ -221,6 +247,7 @@ class Settings:
     dev: DevSettings = field(default_factory=DevSettings)
     perf: PerfSettings = field(default_factory=PerfSettings)
     dev_proxy: DevProxySettings = field(default_factory=DevProxySettings)
+    image: ImageSettings = field(default_factory=ImageSettings)
     # The merged .env + process environment, for lookups of secrets and compatible env vars.
     # repr=False: the settings object may be printed while debugging; secret values must not be.
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
