@@ -30,6 +30,25 @@ def dev(c: Context, runtime: str = "auto", port: int = 0) -> None:
     nox(c, "dev", "--runtime", runtime, *(["--port", str(port)] if port else []))
 
 
+@task(
+    help={
+        "target": "local | production (secrets required, clean tree, hardened vars)",
+        "strict": "a warning fails too",
+        "only": "comma-separated check ids (default: all)",
+    }
+)
+def preflight(c: Context, target: str = "local", strict: bool = False, only: str = "") -> None:
+    """Release readiness: one report from every check (nox -s preflight)."""
+    nox(
+        c,
+        "preflight",
+        "--target",
+        target,
+        *(["--strict"] if strict else []),
+        *(["--only", only] if only else []),
+    )
+
+
 @task
 def lint(c: Context) -> None:
     """ruff + mypy --strict (nox -s lint)."""
@@ -42,4 +61,4 @@ def test(c: Context) -> None:
     nox(c, "tests")
 
 
-ns = Collection(sync, dev, lint, test)
+ns = Collection(sync, dev, preflight, lint, test)

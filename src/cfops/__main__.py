@@ -10,6 +10,7 @@ from cfops import output
 COMMANDS = {
     "sync": "cfops.sync",
     "dev": "cfops.dev",
+    "preflight": "cfops.preflight.command",
 }
 
 
