@@ -11,7 +11,6 @@ listens on a port.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
@@ -78,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     bindings = json.loads(os.environ.pop(BINDINGS_ENV, "{}"))
     wrong_token = os.environ.pop(PROBE_TOKEN_ENV, "preflight-wrong-token")
     report: dict[str, Any]
+    # Imported here: the preflight process imports this module for its constants only.
+    import asyncio
+
     try:
         # Imported before use_bundle turns off bytecode writing (the bundle must stay as synced):
         # the installed libraries keep their cached bytecode, which halves this process's start-up.

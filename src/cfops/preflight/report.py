@@ -121,6 +121,12 @@ def _measure_cell(finding: Finding) -> str:
         return f"{kib(int(m['raw_bytes']))} / gz {kib(int(m['gzip_bytes']))}"
     if "startup_cpu_ms" in m:
         return f"{m['startup_cpu_ms']} ms CPU"
+    if "routes" in m:
+        return f"{m['routes']} routes, {m['protected_probes']} probed"
+    if "changed_paths" in m:
+        return f"{m['changed_paths']} changed"
+    if "files" in m and "missing" in m:
+        return f"{m['files']} files"
     return ""
 
 
