@@ -201,7 +201,11 @@ def _preflight_process(project: Path, *args: str, **env: str) -> subprocess.Pope
     return subprocess.Popen(
         [sys.executable, "-m", "cfops.preflight", *args],
         cwd=project,
-        env=clean_env(CFOPS_ROOT=str(project), **env),
+        env={
+            k: v
+            for k, v in clean_env(CFOPS_ROOT=str(project), **env).items()
+            if not k.startswith("CLOUDFLARE_")
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
