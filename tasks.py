@@ -56,6 +56,25 @@ def image(c: Context, which: str = "spike", run: bool = False, no_cache: bool = 
     nox(c, f"{which}_image", *flags)
 
 
+@task(
+    help={
+        "target": "local | production (secrets required, clean tree, hardened vars)",
+        "strict": "a warning fails too",
+        "only": "comma-separated check ids (default: all)",
+    }
+)
+def preflight(c: Context, target: str = "local", strict: bool = False, only: str = "") -> None:
+    """Release readiness: one report from every check (nox -s preflight)."""
+    nox(
+        c,
+        "preflight",
+        "--target",
+        target,
+        *(["--strict"] if strict else []),
+        *(["--only", only] if only else []),
+    )
+
+
 @task
 def lint(c: Context) -> None:
     """ruff + mypy --strict (nox -s lint)."""
@@ -68,4 +87,4 @@ def test(c: Context) -> None:
     nox(c, "tests")
 
 
-ns = Collection(sync, dev, dev_proxy, image, lint, test)
+ns = Collection(sync, dev, dev_proxy, image, preflight, lint, test)

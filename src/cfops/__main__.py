@@ -14,6 +14,7 @@ COMMANDS = {
     "dev_proxy": "cfops.proxy",
     "tscheck": "cfops.tscheck",
     "image": "cfops.image",
+    "preflight": "cfops.preflight.command",
 }
 
 

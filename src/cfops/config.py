@@ -220,6 +220,63 @@ class ImageSettings:
     )
 
 
+BackendMode = Literal["proxy", "native"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreflightSettings:
+    """`nox -s preflight`: Cloudflare platform facts and release policy, kept out of the code."""
+
+    # Since 2026-09-04 every plan has one uncompressed Worker size limit (64 MiB).
+    size_limit_kib: int = 65536
+    # Optional gzip budget: the old per-plan limits (Free 3 MiB, Paid 10 MiB gzip) that teams keep.
+    gzip_budget_kib: int | None = field(
+        default=None,
+        metadata=from_env("CFOPS_PREFLIGHT_GZIP_BUDGET_KIB", "CLOUDFLARE_FREE_WORKER_GZIP_LIMIT_KIB"),
+    )
+    startup_limit_ms: float = 1000.0
+    # The codes Cloudflare rejects an upload with: script too large, and startup failures.
+    size_error_code: int = 10027
+    startup_error_code: int = 10021
+    compatibility_date_max_age_days: int = 365
+    # Which Worker production runs; the other one's over-budget bundle is only a warning.
+    mode: BackendMode = field(default="native", metadata=from_env("CLOUDFLARE_BACKEND_MODE"))
+    # Secrets a production deploy cannot work without (the hardened app refuses to start without a token).
+    required_secrets: tuple[str, ...] = ("IMMCAD_API_BEARER_TOKEN",)
+    # Secrets the CI workflows may read besides secret_names (deploy credentials; GITHUB_TOKEN is built in).
+    ci_secrets: tuple[str, ...] = ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_ACCOUNT_ID")
+    # Case-insensitive shell-style patterns of values that were never filled in.
+    placeholder_patterns: tuple[str, ...] = (
+        "your-*",
+        "your_*",
+        "changeme",
+        "change-me",
+        "replace-*",
+        "replace_*",
+        "*placeholder*",
+        "<*>",
+        "todo",
+        "xxx*",
+    )
+    # [vars] the native Worker must hold for --target production (the app's hardened settings).
+    production_vars: dict[str, str] = field(
+        default_factory=lambda: {
+            "ENVIRONMENT": "production",
+            "IMMCAD_ENVIRONMENT": "production",
+            "ALLOW_SCAFFOLD_SYNTHETIC_CITATIONS": "false",
+            "ENABLE_SCAFFOLD_PROVIDER": "false",
+            "EXPORT_POLICY_GATE_ENABLED": "true",
+        }
+    )
+    allowlist: Path = Path("backend-cloudflare/src/allowlist.json")
+    # Paths under these prefixes must answer 401 without a bearer token.
+    protected_prefixes: tuple[str, ...] = ("/ops/",)
+    # Owners whose GitHub Actions need no commit-SHA pin (GitHub's own).
+    first_party_action_owners: tuple[str, ...] = ("actions", "github")
+    # Upper bound for each external command a check runs (wrangler, git, node).
+    command_timeout: float = 180.0
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     root: Path
@@ -248,6 +305,7 @@ class Settings:
     perf: PerfSettings = field(default_factory=PerfSettings)
     dev_proxy: DevProxySettings = field(default_factory=DevProxySettings)
     image: ImageSettings = field(default_factory=ImageSettings)
+    preflight: PreflightSettings = field(default_factory=PreflightSettings)
     # The merged .env + process environment, for lookups of secrets and compatible env vars.
     # repr=False: the settings object may be printed while debugging; secret values must not be.
     env: Mapping[str, str] = field(default_factory=dict, repr=False)

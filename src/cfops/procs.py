@@ -24,12 +24,13 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import IO
-
-import httpx
+from typing import IO, TYPE_CHECKING
 
 from cfops import output
 from cfops.errors import CommandFailed, MissingToolError, ServiceError, UsageError
+
+if TYPE_CHECKING:
+    import httpx
 
 Command = Sequence[str | Path]
 _TAIL_LINES = 40
@@ -103,6 +104,23 @@ def terminate(proc: subprocess.Popen[bytes], *, grace: float = 10.0, first: int 
     return proc.returncode
 
 
+# Commands `run` is waiting on, so that a runner whose commands run in worker threads can stop them.
+_running: set[subprocess.Popen[bytes]] = set()
+_running_lock = threading.Lock()
+
+
+def stop_running(grace: float = 5.0) -> None:
+    """Stop every command ``run`` is still waiting on (SIGINT, then SIGKILL after ``grace``).
+
+    Ctrl-C and SIGTERM reach only the main thread, and each child runs in its own session: a runner
+    that waits on commands in worker threads calls this from its interrupt handler.
+    """
+    with _running_lock:
+        live = list(_running)
+    for proc in live:
+        terminate(proc, grace=grace, first=signal.SIGINT)
+
+
 @dataclass(frozen=True)
 class Result:
     returncode: int
@@ -149,6 +167,8 @@ def run(
         )
     except FileNotFoundError:
         raise MissingToolError(f"{argv[0]} not found: is it installed and on PATH?") from None
+    with _running_lock:
+        _running.add(proc)
     try:
         out, err = proc.communicate(input.encode() if input is not None else None, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -158,6 +178,9 @@ def run(
         # Ctrl-C / SIGTERM while waiting: the child is in its own session and did not see the signal.
         terminate(proc, grace=5, first=signal.SIGINT)
         raise
+    finally:
+        with _running_lock:
+            _running.discard(proc)
     result = Result(
         returncode=proc.returncode,
         stdout=(out or b"").decode(errors="replace"),
@@ -295,6 +318,9 @@ class Service:
         """Poll ``health_url`` until it answers 2xx, the process exits, or ``ready_timeout`` passes."""
         if not self.health_url or self.proc is None:
             return
+        # Imported here: httpx costs ~0.3 s of start-up that commands without a service never use.
+        import httpx
+
         deadline = time.monotonic() + self.ready_timeout
         last = "no answer yet"
         with httpx.Client(timeout=httpx.Timeout(2.0), trust_env=False) as client:

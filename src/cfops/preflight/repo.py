@@ -1,0 +1,180 @@
+"""sync, secrets, git and tooling: the repository and machine a release is cut from."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import shutil
+
+from cfops import sync as sync_module
+from cfops.errors import ConfigError, MissingToolError
+from cfops.preflight.bundles import WRANGLER_ENV, wrangler_error
+from cfops.preflight.model import Context, Finding, Outcome, skipped
+
+# ------------------------------------------------------------------------------------------- sync
+
+
+def sync(ctx: Context) -> Finding:
+    out = Outcome("sync")
+    drift = sync_module.check(ctx.settings)
+    files = len(sync_module.desired_files(ctx.settings))
+    out.measured.update(
+        files=files, missing=len(drift.missing), extra=len(drift.extra), changed=len(drift.changed)
+    )
+    if not drift.clean:
+        out.fail(f"the Worker bundle differs from the source in {drift.count} file(s): run nox -s sync")
+        for line in drift.lines()[:20]:
+            out.note(line)
+    return out.finding(f"the Worker bundle matches the backend source ({files} files)")
+
+
+# ---------------------------------------------------------------------------------------- secrets
+
+BEARER_ALIASES = ("IMMCAD_API_BEARER_TOKEN", "API_BEARER_TOKEN")
+
+
+def is_placeholder(value: str, patterns: tuple[str, ...]) -> bool:
+    lowered = value.strip().lower()
+    return any(fnmatch.fnmatchcase(lowered, pattern.lower()) for pattern in patterns)
+
+
+def secrets(ctx: Context) -> Finding:
+    """Names only: the message, details and measured values never contain a secret's value."""
+    out = Outcome("secrets")
+    settings = ctx.settings
+    facts = settings.preflight
+    env = settings.env
+    production = ctx.target == "production"
+    names = list(dict.fromkeys((*facts.required_secrets, *settings.secret_names)))
+    present = [name for name in names if (env.get(name) or "").strip()]
+    for name in facts.required_secrets:
+        if name in present:
+            continue
+        if production:
+            out.fail(f"{name} is not set (required for --target production)")
+        else:
+            out.note(f"{name} is not set (required only for --target production)")
+    for name in present:
+        if is_placeholder(env[name], facts.placeholder_patterns):
+            message = f"{name} holds a placeholder value, not a real secret"
+            (out.fail if production and name in facts.required_secrets else out.warn)(message)
+    first, second = (env.get(name, "").strip() for name in BEARER_ALIASES)
+    if first and second and first != second:
+        out.fail(
+            f"{BEARER_ALIASES[0]} and {BEARER_ALIASES[1]} are both set but differ (the app refuses to start)"
+        )
+    out.measured.update(set=present, missing=[n for n in facts.required_secrets if n not in present])
+    out.limits.update(required=list(facts.required_secrets), target=ctx.target)
+    required = ", ".join(facts.required_secrets)
+    return out.finding(
+        f"{len(present)} of {len(names)} set, no placeholder; required for production: {required}"
+    )
+
+
+# -------------------------------------------------------------------------------------------- git
+
+
+def git(ctx: Context) -> Finding:
+    production = ctx.target == "production"
+    if shutil.which("git") is None:
+        if production:
+            raise MissingToolError(
+                "git not found on PATH: install git (a production release must come from a clean tree)"
+            )
+        return skipped("git", "git is not installed (the clean-tree rule applies to --target production)")
+    result = ctx.run(
+        ["git", "status", "--porcelain=v1", "--untracked-files=normal"], cwd=ctx.root, what="git status"
+    )
+    out = Outcome("git")
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or ["git status failed"])[0]
+        if production:
+            out.fail(f"cannot prove a clean working tree: {reason}")
+            return out.finding("")
+        return skipped("git", f"not checked: {reason}")
+    changes = [line for line in result.stdout.splitlines() if line.strip()]
+    out.measured["changed_paths"] = len(changes)
+    out.limits["target"] = ctx.target
+    if changes:
+        for line in changes[:15]:
+            out.note(line)
+        summary = f"the working tree has {len(changes)} uncommitted change(s)"
+        if production and ctx.allow_dirty:
+            out.warn(f"{summary} (allowed by --allow-dirty)")
+        elif production:
+            out.fail(f"{summary}: commit or stash them, or pass --allow-dirty")
+        else:
+            return out.finding(f"{summary} (fine for --target local)")
+    return out.finding("the working tree is clean")
+
+
+# ---------------------------------------------------------------------------------------- tooling
+
+CREDENTIALS = ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_API_KEY")
+
+
+def tooling(ctx: Context) -> Finding:
+    out = Outcome("tooling")
+    settings = ctx.settings
+    node = shutil.which("node")
+    if node is None:
+        raise MissingToolError("node not found on PATH: install Node.js 20 or newer")
+    if shutil.which("npm") is None:
+        raise MissingToolError("npm not found on PATH: install npm (it ships with Node.js)")
+    probe = ctx.run([node, "--version"], what="node --version")
+    version = probe.stdout.strip()
+    if probe.returncode != 0 or not version:
+        raise MissingToolError(
+            f"{node} --version failed (exit {probe.returncode}): reinstall Node.js 20 or newer"
+        )
+    out.measured["node"] = version
+    package_json = settings.worker_dir / "package.json"
+    try:
+        package = json.loads(package_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {ctx.rel(package_json)}: {exc}") from None
+    wanted_node = str(package.get("engines", {}).get("node", ""))
+    minimum = re.search(r">=\s*(\d+)", wanted_node)
+    actual = re.match(r"v?(\d+)", version)
+    if minimum and actual and int(actual.group(1)) < int(minimum.group(1)):
+        out.fail(f"node {version} is older than package.json engines {wanted_node}")
+    pin = str(package.get("devDependencies", {}).get("wrangler", ""))
+    out.limits["wrangler_pin"] = pin
+    if not re.fullmatch(r"\d+\.\d+\.\d+", pin):
+        out.warn(f"package.json pins wrangler as {pin or '(nothing)'}; pin an exact version")
+    wrangler = ctx.toolchain.wrangler()
+    installed = ctx.toolchain.wrangler_version()
+    out.measured["wrangler"] = installed
+    if pin and installed != pin:
+        out.fail(
+            f"installed wrangler {installed} differs from the pin {pin}: "
+            f"rerun npm ci in {ctx.rel(settings.worker_dir)}"
+        )
+    credentials = {
+        name: settings.env[name]
+        for name in (*CREDENTIALS, "CLOUDFLARE_EMAIL", "CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_BASE_URL")
+        if settings.env.get(name)
+    }
+    if not any(name in credentials for name in CREDENTIALS):
+        out.note("wrangler whoami skipped: no CLOUDFLARE_API_TOKEN (or CLOUDFLARE_API_KEY) set")
+        out.measured["whoami"] = "skipped"
+    else:
+        # Credentials reach wrangler through its environment, never its command line.
+        result = ctx.run(
+            [wrangler, "whoami"],
+            cwd=settings.worker_dir,
+            env={**WRANGLER_ENV, **credentials},
+            timeout=60,
+            what="wrangler whoami",
+        )
+        out.measured["whoami"] = "ok" if result.returncode == 0 else "failed"
+        if result.returncode != 0:
+            head, tail = wrangler_error(result)
+            out.fail(f"wrangler whoami failed with the configured credentials: {head}")
+            for line in tail:
+                out.note(line)
+    return out.finding(
+        f"node {version}, npm, wrangler {installed} (pinned {pin})"
+        + ("; whoami ok" if out.measured["whoami"] == "ok" else "")
+    )

@@ -1,0 +1,234 @@
+"""workflows: the GitHub workflows parse, call sessions/tasks that exist, read known secrets, pin actions."""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cfops.preflight.model import Context, Finding, Outcome, skipped
+
+CHECK_ID = "workflows"
+_SECRET_REF = re.compile(
+    r"secrets\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*['\"]([A-Za-z_][A-Za-z0-9_]*)['\"]\s*\])"
+)
+_SHA = re.compile(r"[0-9a-f]{40}")
+_SHELL_OPERATORS = {"&&", "||", ";", "|", "&", "(", ")", ";;"}
+# invoke's own options that take a value (so the value is not mistaken for a task name).
+_INVOKE_VALUE_FLAGS = {"-c", "--collection", "-r", "--search-root", "-f", "--config", "-e", "--echo-format"}
+_NOX_SESSION_FLAGS = {"-s", "-e", "--session", "--sessions"}
+BUILTIN_SECRETS = frozenset({"GITHUB_TOKEN"})
+
+
+@dataclass(frozen=True)
+class Call:
+    tool: str  # "nox" or "invoke"
+    name: str
+    where: str
+
+
+def _decorator_name(node: ast.expr) -> tuple[str, dict[str, ast.expr]]:
+    """('nox.session', kwargs) for ``@nox.session(name=…)``; ('task', {}) for ``@task``."""
+    kwargs: dict[str, ast.expr] = {}
+    if isinstance(node, ast.Call):
+        kwargs = {k.arg: k.value for k in node.keywords if k.arg}
+        node = node.func
+    return ast.unparse(node), kwargs
+
+
+def nox_sessions(noxfile: Path) -> set[str]:
+    """Session names declared in a noxfile (``@nox.session`` / ``@session``, honouring ``name=``)."""
+    names: set[str] = set()
+    for func in ast.walk(ast.parse(noxfile.read_text(encoding="utf-8"))):
+        if not isinstance(func, ast.FunctionDef):
+            continue
+        for decorator in func.decorator_list:
+            name, kwargs = _decorator_name(decorator)
+            if name in {"nox.session", "session"}:
+                given = kwargs.get("name")
+                names.add(
+                    given.value
+                    if isinstance(given, ast.Constant) and isinstance(given.value, str)
+                    else func.name
+                )
+    return names
+
+
+def invoke_tasks(tasks_file: Path) -> set[str]:
+    """Task names a tasks.py exposes: @task functions (dashed and underscored), limited to its Collection."""
+    tree = ast.parse(tasks_file.read_text(encoding="utf-8"))
+    declared: dict[str, set[str]] = {}
+    for func in ast.walk(tree):
+        if not isinstance(func, ast.FunctionDef):
+            continue
+        for decorator in func.decorator_list:
+            name, kwargs = _decorator_name(decorator)
+            if name not in {"task", "invoke.task", "tasks.task"}:
+                continue
+            given = kwargs.get("name")
+            base = (
+                given.value if isinstance(given, ast.Constant) and isinstance(given.value, str) else func.name
+            )
+            aliases = kwargs.get("aliases")
+            extra = (
+                {e.value for e in aliases.elts if isinstance(e, ast.Constant)}
+                if isinstance(aliases, (ast.List, ast.Tuple))
+                else set()
+            )
+            declared[func.name] = {base, base.replace("_", "-"), *map(str, extra)}
+    collected: set[str] | None = None
+    for call in ast.walk(tree):
+        if isinstance(call, ast.Call) and ast.unparse(call.func) in {"Collection", "Collection.from_module"}:
+            collected = (collected or set()) | {a.id for a in call.args if isinstance(a, ast.Name)}
+    keep = declared if collected is None else {k: v for k, v in declared.items() if k in collected}
+    return {name for names in keep.values() for name in names}
+
+
+def _tokens(script: str) -> Iterator[list[str]]:
+    """Each logical line of a shell script as tokens (operators split off); unparsable lines skipped."""
+    for line in script.replace("\\\n", " ").splitlines():
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        lexer.commenters = "#"
+        try:
+            yield list(lexer)
+        except ValueError:
+            continue
+
+
+def calls(script: str, where: str) -> list[Call]:
+    """The nox sessions and invoke tasks a ``run:`` script calls."""
+    found: list[Call] = []
+    for tokens in _tokens(script):
+        for i, token in enumerate(tokens):
+            program = token.rsplit("/", 1)[-1]
+            if program == "nox":
+                found += _nox_calls(tokens[i + 1 :], where)
+            elif program in {"invoke", "inv"}:
+                found += _invoke_calls(tokens[i + 1 :], where)
+    return found
+
+
+def _nox_calls(args: list[str], where: str) -> list[Call]:
+    found, taking = [], False
+    for arg in args:
+        if arg in _SHELL_OPERATORS or arg == "--":
+            break
+        if arg in _NOX_SESSION_FLAGS:
+            taking = True
+        elif "=" in arg and arg.split("=", 1)[0] in _NOX_SESSION_FLAGS:
+            found += [Call("nox", n, where) for n in arg.split("=", 1)[1].split(",") if n]
+            taking = False
+        elif arg.startswith("-"):
+            taking = False
+        elif taking:
+            found += [Call("nox", n, where) for n in arg.split(",") if n]
+    return found
+
+
+def _invoke_calls(args: list[str], where: str) -> list[Call]:
+    skip_next = False
+    for arg in args:
+        if arg in _SHELL_OPERATORS:
+            break
+        if skip_next:
+            skip_next = False
+        elif arg in _INVOKE_VALUE_FLAGS:
+            skip_next = True
+        elif not arg.startswith("-"):
+            return [Call("invoke", arg, where)]
+    return []
+
+
+def _steps(workflow: dict[Any, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    jobs = workflow.get("jobs") or {}
+    for job_id, job in jobs.items() if isinstance(jobs, dict) else []:
+        if not isinstance(job, dict):
+            continue
+        if isinstance(job.get("uses"), str):  # a job that calls a reusable workflow
+            yield str(job_id), {"uses": job["uses"]}
+        for step in job.get("steps") or []:
+            if isinstance(step, dict):
+                yield str(job_id), step
+
+
+def _session_known(name: str, sessions: set[str]) -> bool:
+    # Parametrized sessions are called as name(…) or name-<python>.
+    return (
+        name in sessions
+        or re.split(r"[(-]", name, maxsplit=1)[0] in sessions
+        or any(name.startswith(f"{s}-") for s in sessions)
+    )
+
+
+def check(ctx: Context) -> Finding:
+    root = ctx.root
+    folder = root / ".github" / "workflows"
+    files = sorted([*folder.glob("*.yml"), *folder.glob("*.yaml")]) if folder.is_dir() else []
+    if not files:
+        return skipped(
+            CHECK_ID, f"no workflows in {ctx.rel(folder)}/ (nothing calls the sessions from CI yet)"
+        )
+    import yaml  # here, not at the top: most runs start the slow checks before anyone needs it
+
+    out = Outcome(CHECK_ID)
+    settings = ctx.settings
+    facts = settings.preflight
+    noxfile, tasks_file = root / "noxfile.py", root / "tasks.py"
+    sessions = nox_sessions(noxfile) if noxfile.is_file() else set()
+    tasks = invoke_tasks(tasks_file) if tasks_file.is_file() else set()
+    known_secrets = {*settings.secret_names, *facts.required_secrets, *facts.ci_secrets, *BUILTIN_SECRETS}
+    counts = {"calls": 0, "secrets": 0, "actions": 0}
+    for path in files:
+        where = ctx.rel(path)
+        text = path.read_text(encoding="utf-8")
+        try:
+            workflow = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" (line {mark.line + 1})" if mark is not None else ""
+            out.fail(f"{where} is not valid YAML{at}: {getattr(exc, 'problem', None) or exc}")
+            continue
+        if not isinstance(workflow, dict) or not isinstance(workflow.get("jobs"), dict):
+            out.fail(f"{where} has no jobs: table")
+            continue
+        for match in _SECRET_REF.finditer(text):
+            secret = match.group(1) or match.group(2)
+            counts["secrets"] += 1
+            if secret not in known_secrets:
+                out.fail(
+                    f"{where} reads secrets.{secret}, which is not a known secret name "
+                    "([tool.cfops] secret_names or [tool.cfops.preflight] ci_secrets)"
+                )
+        for job_id, step in _steps(workflow):
+            if isinstance(step.get("run"), str):
+                for call in calls(step["run"], f"{where} job {job_id}"):
+                    counts["calls"] += 1
+                    if call.tool == "nox" and not _session_known(call.name, sessions):
+                        out.fail(f"{call.where} runs `nox -s {call.name}`, which noxfile.py does not define")
+                    if call.tool == "invoke" and call.name not in tasks:
+                        out.fail(f"{call.where} runs `invoke {call.name}`, which tasks.py does not define")
+            uses = step.get("uses")
+            if isinstance(uses, str):
+                counts["actions"] += 1
+                _check_action(out, facts.first_party_action_owners, f"{where} job {job_id}", uses)
+    out.measured.update(workflows=len(files), **counts)
+    return out.finding(
+        f"{len(files)} workflow(s): {counts['calls']} session/task call(s) exist, {counts['secrets']} secret "
+        f"reference(s) known, {counts['actions']} action(s) pinned"
+    )
+
+
+def _check_action(out: Outcome, first_party: tuple[str, ...], where: str, uses: str) -> None:
+    if uses.startswith(("./", "docker://")):
+        return
+    action, _, ref = uses.partition("@")
+    owner = action.split("/", 1)[0]
+    if owner in first_party:
+        return
+    if not _SHA.fullmatch(ref):
+        out.warn(f"{where} uses {uses}: pin third-party actions to a full commit SHA")
