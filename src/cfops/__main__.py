@@ -10,6 +10,10 @@ from cfops import output
 COMMANDS = {
     "sync": "cfops.sync",
     "dev": "cfops.dev",
+    "deploy": "cfops.deploy",
+    "secrets": "cfops.secrets",
+    "rollback": "cfops.rollback",
+    "versions": "cfops.versions",
 }
 
 
