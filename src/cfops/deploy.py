@@ -9,6 +9,7 @@ of the last real deploy is never overwritten by anything else).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shutil
@@ -39,7 +40,7 @@ Strategy = Literal["direct", "versions"]
 WORKERS: tuple[Worker, ...] = get_args(Worker)
 STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_HOST = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9.-]*[a-z0-9])?)$")
+_HOST = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
 
 
 # ------------------------------------------------------------------------------------------ targets
@@ -91,7 +92,14 @@ def backend_origin(raw: str) -> str:
     if parts.scheme != "https":
         raise UsageError(f"the backend origin {value!r} must be an https:// URL")
     host = parts.hostname or ""
-    if not _HOST.match(host):
+    if ":" in host:  # an IPv6 literal, which urlsplit returns without its brackets
+        try:
+            host = f"[{ipaddress.IPv6Address(host)}]"
+        except ValueError:
+            host = ""
+    elif not _HOST.match(host):
+        host = ""
+    if not host:
         raise UsageError(f"the backend origin {value!r} has no valid host name")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise UsageError(f"the backend origin {value!r} must be scheme://host[:port], without path or query")

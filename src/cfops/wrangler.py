@@ -267,6 +267,9 @@ def run_wrangler(
     env = wrangler_env(settings, offline=offline)
     env["WRANGLER_OUTPUT_FILE_PATH"] = str(events_file)
     env["WRANGLER_LOG_PATH"] = str(Path(workdir) / "logs")
+    # Otherwise wrangler caches the account in node_modules/.cache, and a later call without
+    # CLOUDFLARE_ACCOUNT_ID would silently reuse it.
+    env["WRANGLER_CACHE_DIR"] = str(Path(workdir) / "cache")
     try:
         result = procs.run(
             [binary, *args],

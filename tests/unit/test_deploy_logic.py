@@ -35,6 +35,7 @@ V3 = "33333333-3333-4333-8333-333333333333"
         ("  https://API.example.com/ ", "https://api.example.com"),
         ("https://api.example.com:8443", "https://api.example.com:8443"),
         ("https://10.0.0.5", "https://10.0.0.5"),
+        ("https://[2001:db8::1]:8443", "https://[2001:db8::1]:8443"),
     ],
 )
 def test_backend_origin_accepts_https_origins(raw: str, expected: str) -> None:
@@ -51,6 +52,7 @@ def test_backend_origin_accepts_https_origins(raw: str, expected: str) -> None:
         ("https://api.example.com/?a=1", "without path or query"),
         ("https://", "has no valid host name"),
         ("https://exa mple.com", "has no valid host name"),
+        ("https://[::zz]", "not a valid URL"),
         ("https://api.example.com:99999", "not a valid URL"),
     ],
 )
