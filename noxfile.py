@@ -147,3 +147,41 @@ def preflight(session: nox.Session) -> None:
     """Release readiness: configs, measured bundles, startup, sync, edge contract, secrets, CI, git."""
     install(session)
     cfops(session, "preflight", *session.posargs)
+
+
+# ------------------------------------------------------------------ deploys (change remote state)
+
+
+@nox.session(default=False, tags=["remote"])
+def deploy_native(session: nox.Session) -> None:
+    """Sync, then deploy the native Python Worker (`-- --dry-run`, `--strategy versions`, `--runner`)."""
+    install(session, "worker")
+    cfops(session, "deploy", "native", *session.posargs)
+
+
+@nox.session(default=False, tags=["remote"])
+def deploy_proxy(session: nox.Session) -> None:
+    """Deploy the edge proxy with BACKEND_ORIGIN from IMMCAD_BACKEND_ORIGIN (`-- --dry-run`, `--strategy`)."""
+    install(session)
+    cfops(session, "deploy", "proxy", *session.posargs)
+
+
+@nox.session(default=False, tags=["remote"])
+def secrets_sync(session: nox.Session) -> None:
+    """Push the configured secrets in one `wrangler secret bulk` call (`-- --dry-run` lists names only)."""
+    install(session)
+    cfops(session, "secrets", *session.posargs)
+
+
+@nox.session(default=False, tags=["remote"])
+def rollback(session: nox.Session) -> None:
+    """Roll a Worker back (`-- --worker native|proxy --version ID`; default: last version at 100%)."""
+    install(session)
+    cfops(session, "rollback", *session.posargs)
+
+
+@nox.session(default=False, tags=["remote"])
+def versions(session: nox.Session) -> None:
+    """A Worker's current deployment and recent versions as tables (`-- --worker native|proxy`)."""
+    install(session)
+    cfops(session, "versions", *session.posargs)

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 from cfops import output, procs
+from cfops.config import load_settings
+from cfops.wrangler import _lock_digest, ensure_node_toolchain
+from tests.fakes.cloudflare_api import cloudflare_api  # noqa: F401 - the fake Cloudflare API fixture
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,6 +50,46 @@ def copy_project(dest: Path, files: tuple[str, ...] = PROJECT_FILES) -> Path:
 def project(tmp_path: Path) -> Path:
     """A copy of this project's backend and Worker files in tmp_path (its own pyproject [tool.cfops])."""
     return copy_project(tmp_path / "project")
+
+
+# backend-cloudflare/ minus what is installed, generated or synced: both Workers, configs, package lock.
+_WORKER_DIR_SKIP = {
+    "node_modules",
+    ".wrangler",
+    "python_modules",
+    "sync-manifest.json",
+    "__pycache__",
+    ".dev.vars",
+}
+_SYNCED = {"immcad_api", "config", "data"}
+
+
+def _ignore_generated(directory: str, names: list[str]) -> set[str]:
+    skip = {n for n in names if n in _WORKER_DIR_SKIP or n.endswith(".pyc") or n.startswith(".sync-")}
+    if Path(directory).name == "src" and Path(directory).parent.name == "backend-cloudflare":
+        skip |= _SYNCED & set(names)
+    return skip
+
+
+@pytest.fixture(scope="session")
+def node_modules() -> Path:
+    """This repository's pinned Node toolchain (wrangler 4.86.0): `npm ci` once, only if the lock changed."""
+    ensure_node_toolchain(load_settings(REPO, {}))
+    return REPO / "backend-cloudflare" / "node_modules"
+
+
+@pytest.fixture
+def worker_project(tmp_path: Path, node_modules: Path) -> Path:
+    """A fixture project with both Workers and the pinned wrangler (node_modules linked, not reinstalled)."""
+    root = copy_project(tmp_path / "project", ("pyproject.toml", "src/immcad_api", "config", "data"))
+    worker_dir = root / "backend-cloudflare"
+    shutil.copytree(REPO / "backend-cloudflare", worker_dir, ignore=_ignore_generated)
+    # The link is shared: a mismatching lock would make cfops run `npm ci` through it and wipe the
+    # repository's toolchain, so refuse instead.
+    marker = (node_modules / ".cfops-lock-sha256").read_text().strip()
+    assert _lock_digest(worker_dir) == marker, "fixture project's package lock differs from the repository's"
+    (worker_dir / "node_modules").symlink_to(node_modules, target_is_directory=True)
+    return root
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,10 @@ COMMANDS = {
     "tscheck": "cfops.tscheck",
     "image": "cfops.image",
     "preflight": "cfops.preflight.command",
+    "deploy": "cfops.deploy",
+    "secrets": "cfops.secrets",
+    "rollback": "cfops.rollback",
+    "versions": "cfops.versions",
 }
 
 

@@ -277,6 +277,20 @@ class PreflightSettings:
     command_timeout: float = 180.0
 
 
+NativeRunner = Literal["auto", "pywrangler", "wrangler"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeploySettings:
+    # The container origin the edge proxy forwards to (https://…); passed as --var BACKEND_ORIGIN.
+    backend_origin: str = field(default="", metadata=from_env("IMMCAD_BACKEND_ORIGIN", "BACKEND_ORIGIN"))
+    # Who uploads the native Worker: pywrangler (vendors the Python packages), or the pinned wrangler
+    # standing in for it (uploads the synced source only). auto = pywrangler when its toolchain can run.
+    native_runner: NativeRunner = field(default="auto", metadata=from_env("CFOPS_NATIVE_RUNNER"))
+    # Upper bound for one wrangler call (an upload of the native bundle is the slowest).
+    timeout: float = field(default=600.0, metadata=from_env("CFOPS_WRANGLER_TIMEOUT"))
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     root: Path
@@ -306,6 +320,7 @@ class Settings:
     dev_proxy: DevProxySettings = field(default_factory=DevProxySettings)
     image: ImageSettings = field(default_factory=ImageSettings)
     preflight: PreflightSettings = field(default_factory=PreflightSettings)
+    deploy: DeploySettings = field(default_factory=DeploySettings)
     # The merged .env + process environment, for lookups of secrets and compatible env vars.
     # repr=False: the settings object may be printed while debugging; secret values must not be.
     env: Mapping[str, str] = field(default_factory=dict, repr=False)

@@ -1,10 +1,17 @@
-"""Wrangler: the pinned Node toolchain (npm ci, cached), and reading the Workers' config files."""
+"""Wrangler: the pinned Node toolchain (npm ci, cached), reading the Workers' config files, and the one
+function that runs wrangler (ND-JSON events, Cloudflare error codes turned into advice)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import shutil
+import tempfile
 import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +19,7 @@ import json5
 
 from cfops import output, procs
 from cfops.config import Settings
-from cfops.errors import CheckFailed, ConfigError, MissingToolError
+from cfops.errors import CheckFailed, CommandFailed, ConfigError, MissingToolError, UsageError
 
 _MARKER = ".cfops-lock-sha256"
 
@@ -100,3 +107,220 @@ def typecheck(settings: Settings) -> int:
         count = sum(1 for line in problems if ": error TS" in line) or len(problems)
         raise CheckFailed(f"tsc --noEmit: {count} error(s) in {settings.worker_dir.name}/ (listed above)")
     return len(list((settings.worker_dir / "src").rglob("*.ts")))
+
+
+# ------------------------------------------------------------------------------- running wrangler
+#
+# Every wrangler call (deploys, versions, secrets, rollbacks, listings) goes through run_wrangler: it
+# sets WRANGLER_OUTPUT_FILE_PATH and reads wrangler's ND-JSON events instead of scraping its human
+# output, keeps wrangler offline apart from the API (no telemetry, no update check, no error reports),
+# keeps its debug log in a private temp dir that is removed afterwards, and turns a Cloudflare error
+# code into advice.
+
+CREDENTIALS = ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_ACCOUNT_ID")
+# Variables that let wrangler reach an account; removed for offline (dry-run) calls.
+_ACCOUNT_VARS = (*CREDENTIALS, "CLOUDFLARE_API_KEY", "CLOUDFLARE_EMAIL")
+# Passed from settings.env (.env + environment) so a .env file can hold them.
+_PASS_THROUGH = (*_ACCOUNT_VARS, "CLOUDFLARE_API_BASE_URL")
+
+# wrangler colours its warnings and errors even into a pipe (FORCE_COLOR/NO_COLOR do not reach them).
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+SIZE_CODE = 10027
+STARTUP_CODE = 10021
+NOT_FOUND_CODE = 10007
+SECRET_NOT_DEPLOYED_CODES = frozenset({10214, 10215})
+AUTH_CODES = frozenset({10000, 10001, 9106, 9107, 9109})
+
+_ADVICE = {
+    SIZE_CODE: "the Worker bundle is too large: run `nox -s preflight` to see what makes it big",
+    STARTUP_CODE: "the Worker failed validation at startup: move imports and heavy work out of global scope "
+    "(into the request handler) and check the bundle with `nox -s preflight`",
+    NOT_FOUND_CODE: "the Worker does not exist on this account yet: deploy it once with --strategy direct",
+    **dict.fromkeys(
+        SECRET_NOT_DEPLOYED_CODES,
+        "the latest version is not fully deployed: change secrets with `wrangler versions secret bulk` "
+        "(nox -s secrets_sync does so itself) or deploy the latest version first",
+    ),
+    **dict.fromkeys(
+        AUTH_CODES,
+        "authentication failed: CLOUDFLARE_API_TOKEN needs the scopes Account · Workers Scripts · Edit "
+        "(and Account Settings · Read), and CLOUDFLARE_ACCOUNT_ID must be that token's account",
+    ),
+}
+
+
+def advice_for(code: int | None) -> str | None:
+    """What to do about a Cloudflare API error code, or None when there is nothing specific to say."""
+    return _ADVICE.get(code) if code is not None else None
+
+
+class WranglerFailed(CommandFailed):
+    """wrangler exited non-zero; ``code`` is the Cloudflare error code from its command-failed event."""
+
+    def __init__(self, message: str, *, code: int | None, returncode: int | None, output_tail: str) -> None:
+        super().__init__(message, returncode=returncode, output_tail=output_tail)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class WranglerRun:
+    command: tuple[str, ...]  # redacted, program as its file name: what artifacts record
+    returncode: int
+    events: tuple[dict[str, Any], ...]
+    stdout: str
+    stderr: str
+    duration: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def event(self, kind: str) -> dict[str, Any] | None:
+        """The last ND-JSON event of type ``kind``: deploy, version-upload, version-deploy, command-failed."""
+        found = [e for e in self.events if e.get("type") == kind]
+        return found[-1] if found else None
+
+    @property
+    def error_code(self) -> int | None:
+        failed = self.event("command-failed")
+        code = failed.get("code") if failed else None
+        return code if isinstance(code, int) else None
+
+    @property
+    def error_message(self) -> str:
+        failed = self.event("command-failed")
+        message = str(failed.get("message") or "") if failed else ""
+        if not message:
+            text = _ANSI.sub("", self.stderr + "\n" + self.stdout)
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            message = lines[-1] if lines else "no output"
+        return output.redact(message.strip().splitlines()[0])
+
+    def json_output(self) -> Any:
+        """stdout of a ``--json`` command."""
+        try:
+            return json.loads(self.stdout)
+        except json.JSONDecodeError:
+            raise CommandFailed(
+                f"{' '.join(self.command[:3])} printed no JSON: {self.stdout.strip()[:200]!r}"
+            ) from None
+
+    def failure(self) -> WranglerFailed:
+        code = self.error_code
+        label = " ".join(part for part in self.command[1:3] if not part.startswith("-"))
+        text = f"wrangler {label} failed"
+        if code is not None:
+            text += f" (Cloudflare error {code})"
+        text += f": {self.error_message}"
+        advice = advice_for(code)
+        if advice:
+            text += f" — {advice}"
+        return WranglerFailed(
+            text,
+            code=code,
+            returncode=self.returncode,
+            output_tail=procs.tail_lines(self.stderr + self.stdout),
+        )
+
+
+def parse_events(text: str) -> tuple[dict[str, Any], ...]:
+    """wrangler's output file: one JSON object per line; anything else is ignored."""
+    events = []
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return tuple(events)
+
+
+def missing_credentials(settings: Settings) -> list[str]:
+    return [name for name in CREDENTIALS if not settings.env.get(name, "").strip()]
+
+
+def require_credentials(settings: Settings, what: str) -> None:
+    """Exit 2 before any call when the Cloudflare credentials are not set."""
+    missing = missing_credentials(settings)
+    if missing:
+        raise UsageError(
+            f"{' and '.join(missing)} not set: {what} needs a Cloudflare API token and account id "
+            "(environment or .env); --dry-run needs neither"
+        )
+
+
+def wrangler_env(settings: Settings, *, offline: bool) -> dict[str, str]:
+    """The environment of a wrangler child: this process's, plus credentials from .env, minus noise."""
+    env = {k: v for k, v in os.environ.items() if not (offline and k in _ACCOUNT_VARS)}
+    for name in _PASS_THROUGH:
+        value = settings.env.get(name)
+        if value and not (offline and name in _ACCOUNT_VARS):
+            env[name] = value
+    env.update(
+        WRANGLER_SEND_METRICS="false",
+        WRANGLER_SEND_ERROR_REPORTS="false",
+        WRANGLER_HIDE_BANNER="true",  # the banner also runs an update check against the npm registry
+        FORCE_COLOR="0",
+        NO_COLOR="1",
+    )
+    return env
+
+
+def run_wrangler(
+    settings: Settings,
+    args: Sequence[str],
+    *,
+    program: str | Path | None = None,
+    cwd: Path | None = None,
+    input: str | None = None,
+    offline: bool = False,
+    timeout: float | None = None,
+    check: bool = True,
+    show_output: bool = True,
+) -> WranglerRun:
+    """Run ``wrangler args`` (or ``program args``, e.g. pywrangler, which hands over to wrangler).
+
+    ``input`` goes to stdin (secrets travel only that way). ``offline`` drops the account credentials
+    (dry runs). With ``check``, a non-zero exit raises WranglerFailed with the Cloudflare error code and
+    advice. The child's output is captured and echoed redacted (``show_output``).
+    """
+    binary = Path(program) if program is not None else wrangler_bin(settings)
+    workdir = tempfile.mkdtemp(prefix="cfops-wrangler-")  # 0700: wrangler's debug log may hold request bodies
+    events_file = Path(workdir) / "events.ndjson"
+    env = wrangler_env(settings, offline=offline)
+    env["WRANGLER_OUTPUT_FILE_PATH"] = str(events_file)
+    env["WRANGLER_LOG_PATH"] = str(Path(workdir) / "logs")
+    # Otherwise wrangler caches the account in node_modules/.cache, and a later call without
+    # CLOUDFLARE_ACCOUNT_ID would silently reuse it.
+    env["WRANGLER_CACHE_DIR"] = str(Path(workdir) / "cache")
+    try:
+        result = procs.run(
+            [binary, *args],
+            cwd=cwd or settings.worker_dir,
+            env=env,
+            inherit_env=False,
+            input=input,
+            timeout=timeout or settings.deploy.timeout,
+            check=False,
+            what=f"{binary.name} {' '.join(args[:2])}",
+        )
+        events = parse_events(events_file.read_text(encoding="utf-8")) if events_file.is_file() else ()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    run = WranglerRun(
+        command=tuple(output.redact(part) for part in (binary.name, *args)),
+        returncode=result.returncode,
+        events=events,
+        stdout=result.stdout,
+        stderr=result.stderr,
+        duration=result.duration,
+    )
+    if show_output:
+        for line in _ANSI.sub("", result.stdout + result.stderr).splitlines():
+            if line.strip():
+                output.echo(f"  {line.rstrip()}", style="dim")
+    if check and not run.ok:
+        raise run.failure()
+    return run

@@ -1,0 +1,644 @@
+"""`nox -s deploy_native` / `nox -s deploy_proxy`: ship a Worker with the pinned wrangler.
+
+Also the versions primitives the release pipeline composes: upload a version, split traffic between
+two versions, read the deployments and versions, roll back. Every wrangler call is recorded from its
+ND-JSON events (cfops.wrangler.run_wrangler), and each deploy writes ``artifacts/deploy-<worker>.json``
+(a failed one ``deploy-<worker>.failed.json``, a dry run ``deploy-<worker>.dry-run.json``, so the record
+of the last real deploy is never overwritten by anything else).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, cast, get_args
+from urllib.parse import urlsplit
+
+from cfops import cli, output
+from cfops.config import NativeRunner, Settings
+from cfops.dev import pywrangler_problem
+from cfops.errors import CfopsError, CheckFailed, CommandFailed, ConfigError, MissingToolError, UsageError
+from cfops.sync import sync
+from cfops.wrangler import (
+    NOT_FOUND_CODE,
+    WranglerFailed,
+    read_config,
+    require_credentials,
+    run_wrangler,
+    wrangler_bin,
+)
+
+Worker = Literal["native", "proxy"]
+Strategy = Literal["direct", "versions"]
+WORKERS: tuple[Worker, ...] = get_args(Worker)
+STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_HOST = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
+
+
+# ------------------------------------------------------------------------------------------ targets
+
+
+@dataclass(frozen=True)
+class Target:
+    worker: Worker
+    name: str
+    config: Path
+
+
+def target(settings: Settings, worker: Worker) -> Target:
+    """The Worker ``worker`` names, checked against its wrangler config (the name wrangler will use)."""
+    if worker not in WORKERS:
+        raise UsageError(f"unknown worker {worker!r}: use one of {', '.join(WORKERS)}")
+    configured = settings.native if worker == "native" else settings.proxy
+    declared = read_config(configured.config).get("name")
+    if declared != configured.name:
+        raise ConfigError(
+            f"{configured.config.name} names the Worker {declared!r} but [tool.cfops.{worker}] name is "
+            f"{configured.name!r}: make them agree"
+        )
+    return Target(worker=worker, name=configured.name, config=configured.config)
+
+
+def config_args(settings: Settings, t: Target) -> list[str]:
+    config = t.config
+    shown = config.relative_to(settings.worker_dir) if config.is_relative_to(settings.worker_dir) else config
+    return ["--config", str(shown)]
+
+
+def backend_origin(raw: str) -> str:
+    """The proxy's container origin, validated: ``https://host[:port]`` and nothing else."""
+    value = raw.strip()
+    if not value:
+        raise UsageError(
+            "IMMCAD_BACKEND_ORIGIN (or BACKEND_ORIGIN) is not set: the edge proxy needs the https origin it "
+            "forwards to, e.g. https://api.example.com (or pass --origin)"
+        )
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise UsageError("the backend origin is not a valid URL: use https://host[:port]") from None
+    if parts.username is not None or parts.password is not None:
+        # Said without the value: it holds a password.
+        raise UsageError("the backend origin must not carry credentials (user:password@): use https://host")
+    if parts.scheme != "https":
+        raise UsageError(f"the backend origin {value!r} must be an https:// URL")
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 literal, which urlsplit returns without its brackets
+        try:
+            host = f"[{ipaddress.IPv6Address(host)}]"
+        except ValueError:
+            host = ""
+    elif not _HOST.match(host):
+        host = ""
+    if not host:
+        raise UsageError(f"the backend origin {value!r} has no valid host name")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise UsageError(f"the backend origin {value!r} must be scheme://host[:port], without path or query")
+    return f"https://{host}" + (f":{port}" if port is not None else "")
+
+
+# ------------------------------------------------------------------------------------------ runners
+
+
+@dataclass(frozen=True)
+class Runner:
+    name: Literal["pywrangler", "wrangler"]
+    program: Path
+    note: str  # said aloud when the runner is not the obvious one
+
+
+def choose_runner(settings: Settings, requested: NativeRunner, *, dry_run: bool) -> Runner:
+    """Who uploads the native Worker.
+
+    pywrangler vendors the packages of backend-cloudflare/pyproject.toml into python_modules/ and then
+    runs the pinned wrangler. Where it cannot run (it downloads Pyodide and a CPython build), a dry run
+    still bundles and validates the synced source with the pinned wrangler and says so; a real deploy
+    refuses unless the stand-in is asked for, because the Worker would ship without its packages.
+    """
+    if requested == "wrangler":
+        vendored = (settings.worker_dir / "python_modules").is_dir()
+        packages = "with the python_modules/ vendored earlier" if vendored else "without vendored packages"
+        return Runner(
+            "wrangler",
+            wrangler_bin(settings),
+            "the pinned wrangler stands in for pywrangler (requested): it uploads the synced source "
+            + packages,
+        )
+    problem = pywrangler_problem(settings)
+    if problem is None:
+        found = shutil.which("pywrangler")
+        assert found is not None  # pywrangler_problem checked it
+        wrangler_bin(settings)  # pywrangler runs `npx wrangler` in the worker dir: the pinned one
+        return Runner("pywrangler", Path(found), "")
+    if requested == "pywrangler" or not dry_run:
+        raise MissingToolError(
+            f"pywrangler cannot run here: {problem}. A native deploy needs it to vendor the Python packages; "
+            "deploy from a machine where it runs, or pass --runner wrangler to upload the synced source "
+            "without vendored packages"
+        )
+    return Runner(
+        "wrangler",
+        wrangler_bin(settings),
+        f"pywrangler cannot run here ({problem}): the dry run bundles the synced source with the pinned "
+        "wrangler instead; Python packages are not vendored",
+    )
+
+
+# --------------------------------------------------------------------------- deployments & versions
+
+
+@dataclass(frozen=True)
+class Deployment:
+    id: str
+    created_on: str
+    traffic: dict[str, float]  # version id -> percentage
+    message: str = ""
+    source: str = ""
+
+    @property
+    def primary_version(self) -> str | None:
+        """The version serving most of the traffic (the only one, outside a gradual rollout)."""
+        return max(self.traffic, key=lambda v: self.traffic[v]) if self.traffic else None
+
+    @property
+    def stable_version(self) -> str | None:
+        return next((v for v, p in self.traffic.items() if p == 100), None)
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> Deployment:
+        annotations = data.get("annotations") or {}
+        return cls(
+            id=str(data.get("id", "")),
+            created_on=str(data.get("created_on", "")),
+            traffic={str(v["version_id"]): float(v["percentage"]) for v in data.get("versions", [])},
+            message=str(annotations.get("workers/message") or ""),
+            source=str(annotations.get("workers/triggered_by") or data.get("source") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    id: str
+    number: int | None
+    created_on: str
+    source: str
+    message: str
+    tag: str
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> VersionInfo:
+        metadata = data.get("metadata") or {}
+        annotations = data.get("annotations") or {}
+        number = data.get("number")
+        return cls(
+            id=str(data.get("id", "")),
+            number=number if isinstance(number, int) else None,
+            created_on=str(metadata.get("created_on", "")),
+            source=str(annotations.get("workers/triggered_by") or metadata.get("source") or ""),
+            message=str(annotations.get("workers/message") or ""),
+            tag=str(annotations.get("workers/tag") or ""),
+        )
+
+
+def _listing(settings: Settings, t: Target, args: list[str]) -> Any:
+    """A ``--json`` listing; None when the Worker does not exist yet."""
+    require_credentials(settings, f"reading the deployments of {t.name}")
+    run = run_wrangler(settings, [*args, *config_args(settings, t), "--json"], check=False, show_output=False)
+    if not run.ok:
+        if run.error_code == NOT_FOUND_CODE:
+            return None
+        raise run.failure()
+    return run.json_output()
+
+
+def list_deployments(settings: Settings, worker: Worker) -> list[Deployment]:
+    """The Worker's recent deployments, oldest first (empty when it was never deployed)."""
+    data = _listing(settings, target(settings, worker), ["deployments", "list"]) or []
+    return sorted((Deployment.from_api(d) for d in data), key=lambda d: d.created_on)
+
+
+def current_deployment(settings: Settings, worker: Worker) -> Deployment | None:
+    deployments = list_deployments(settings, worker)
+    return deployments[-1] if deployments else None
+
+
+def list_versions(settings: Settings, worker: Worker) -> list[VersionInfo]:
+    """The Worker's recent versions, newest first."""
+    data = _listing(settings, target(settings, worker), ["versions", "list"]) or []
+    return sorted((VersionInfo.from_api(v) for v in data), key=lambda v: v.created_on, reverse=True)
+
+
+def default_rollback_version(deployments: Sequence[Deployment]) -> str:
+    """The last version that had 100% of the traffic before the current deployment (wrangler's rule)."""
+    ordered = sorted(deployments, key=lambda d: d.created_on)
+    for deployment in reversed(ordered[:-1]):
+        if deployment.stable_version:
+            return deployment.stable_version
+    raise UsageError("no earlier deployment had a version at 100%: pass --version ID to choose one")
+
+
+def check_version_id(version_id: str) -> str:
+    if not _UUID.match(version_id):
+        raise UsageError(f"{version_id!r} is not a version id (a UUID like 1b2c3d4e-…; see nox -s versions)")
+    return version_id
+
+
+# ----------------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class VersionResult:
+    worker: Worker
+    name: str
+    version_id: str | None  # None for a dry run
+    preview_url: str | None
+    command: tuple[str, ...]
+    duration: float
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    worker: Worker
+    name: str
+    strategy: Strategy
+    dry_run: bool
+    runner: str
+    version_id: str | None
+    previous_version_id: str | None
+    urls: tuple[str, ...]
+    command: tuple[str, ...]
+    duration: float
+    started_at: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    worker: Worker
+    name: str
+    deployment_id: str | None
+    traffic: dict[str, float]
+    command: tuple[str, ...]
+    duration: float
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    worker: Worker
+    name: str
+    version_id: str
+    previous_traffic: dict[str, float]
+    command: tuple[str, ...]
+    duration: float
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return output.redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(v) for v in value]
+    return value
+
+
+def write_artifact(settings: Settings, filename: str, data: dict[str, Any]) -> Path:
+    """Write a JSON artifact atomically (a reader never sees half a file), every string redacted."""
+    settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.artifacts_dir / filename
+    staged = path.with_name(f".{path.name}.tmp")
+    staged.write_text(json.dumps(_redacted(data), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    staged.replace(path)
+    return path
+
+
+def artifact_name(worker: Worker, *, dry_run: bool = False, failed: bool = False) -> str:
+    suffix = ".dry-run" if dry_run else ".failed" if failed else ""
+    return f"deploy-{worker}{suffix}.json"
+
+
+# -------------------------------------------------------------------------------------- primitives
+
+
+def _version_extra(
+    t: Target, origin: str | None, message: str | None, tag: str | None, *, direct: bool
+) -> list[str]:
+    args: list[str] = []
+    if t.worker == "proxy":
+        assert origin is not None
+        args += ["--var", f"BACKEND_ORIGIN:{origin}"]
+        if direct:  # `versions upload` has no --keep-vars: it inherits config keep_vars only
+            args.append("--keep-vars")
+    if message:
+        args += ["--message", message]
+    if tag:
+        args += ["--tag", tag]
+    return args
+
+
+def upload_version(
+    settings: Settings,
+    worker: Worker,
+    *,
+    origin: str | None = None,
+    message: str | None = None,
+    tag: str | None = None,
+    dry_run: bool = False,
+    program: Path | None = None,
+) -> VersionResult:
+    """``wrangler versions upload``: a new version that receives no traffic until a deployment names it.
+
+    The native bundle must be synced first (``deploy`` does it); ``program`` is the runner (pywrangler
+    or the pinned wrangler, the default). The proxy needs ``origin`` (validated by ``backend_origin``).
+    """
+    t = target(settings, worker)
+    if not dry_run:
+        require_credentials(settings, f"uploading a version of {t.name}")
+    if worker == "proxy":
+        origin = backend_origin(origin if origin is not None else settings.deploy.backend_origin)
+    args = [
+        "versions",
+        "upload",
+        *config_args(settings, t),
+        *_version_extra(t, origin, message, tag, direct=False),
+    ]
+    run = run_wrangler(
+        settings, [*args, *(["--dry-run"] if dry_run else [])], program=program, offline=dry_run
+    )
+    event = run.event("version-upload") or {}
+    version_id = event.get("version_id")
+    if not dry_run and not version_id:
+        raise CfopsError(
+            f"wrangler versions upload reported no version id for {t.name} (no version-upload event)"
+        )
+    return VersionResult(
+        worker=worker,
+        name=t.name,
+        version_id=str(version_id) if version_id else None,
+        preview_url=event.get("preview_url") or None,
+        command=run.command,
+        duration=run.duration,
+    )
+
+
+def split_traffic(new_version: str, old_version: str | None, percent: float) -> dict[str, float]:
+    """``new@P old@100-P``; at 100 (or without an old version) only the new one.
+
+    ``new@0 old@100`` stays a two-version deployment on purpose: a canary reaches a version through the
+    ``Cloudflare-Workers-Version-Overrides`` header only while it is part of the current deployment.
+    """
+    check_version_id(new_version)
+    if not 0 <= percent <= 100:
+        raise UsageError(f"traffic percentage {percent:g} must be between 0 and 100")
+    if old_version is None or percent == 100:
+        if percent != 100:
+            raise UsageError("a split below 100% needs the old version that keeps the rest of the traffic")
+        return {new_version: 100.0}
+    check_version_id(old_version)
+    if old_version == new_version:
+        raise UsageError("the new and the old version of a split must differ")
+    return {new_version: float(percent), old_version: 100.0 - percent}
+
+
+def deploy_split(
+    settings: Settings,
+    worker: Worker,
+    new_version: str,
+    old_version: str | None,
+    percent: float,
+    *,
+    message: str | None = None,
+) -> SplitResult:
+    """``wrangler versions deploy new@P old@100-P -y``, then re-read the deployment to confirm it."""
+    t = target(settings, worker)
+    traffic = split_traffic(new_version, old_version, percent)
+    require_credentials(settings, f"deploying versions of {t.name}")
+    specs = [f"{version}@{share:g}" for version, share in traffic.items()]
+    args = ["versions", "deploy", *specs, *config_args(settings, t), "-y"]
+    if message:
+        args += ["--message", message]
+    run = run_wrangler(settings, args)
+    event = run.event("version-deploy") or {}
+    # wrangler 4.86 writes version_traffic as {} (a Map through JSON.stringify): confirm from the API.
+    current = current_deployment(settings, worker)
+    if current is None or current.traffic != traffic:
+        seen = current.traffic if current else "no deployment"
+        raise CheckFailed(f"{t.name}: asked for {traffic} but the current deployment is {seen}")
+    return SplitResult(
+        worker=worker,
+        name=t.name,
+        deployment_id=str(event.get("deployment_id") or current.id),
+        traffic=traffic,
+        command=run.command,
+        duration=run.duration,
+    )
+
+
+def rollback(
+    settings: Settings, worker: Worker, version_id: str | None = None, *, message: str | None = None
+) -> RollbackResult:
+    """``wrangler rollback ID -y --message …``; without ID, the last version that had 100% of the traffic.
+
+    The target is resolved here (not left to wrangler) so that the record names the version deployed.
+    Writes ``artifacts/rollback-<worker>.json``.
+    """
+    t = target(settings, worker)
+    if version_id is not None:
+        check_version_id(version_id)
+    require_credentials(settings, f"rolling back {t.name}")
+    started = time.perf_counter()
+    deployments = list_deployments(settings, worker)
+    if not deployments:
+        raise CfopsError(f"{t.name} has no deployments: there is nothing to roll back")
+    chosen = version_id or default_rollback_version(deployments)
+    previous = deployments[-1].traffic
+    note = message or f"cfops rollback of {t.worker} to {chosen[:8]}"
+    run = run_wrangler(
+        settings, ["rollback", chosen, *config_args(settings, t), "-y", "--message", note[:120]]
+    )
+    result = RollbackResult(
+        worker=worker,
+        name=t.name,
+        version_id=chosen,
+        previous_traffic=previous,
+        command=run.command,
+        duration=time.perf_counter() - started,
+    )
+    write_artifact(settings, f"rollback-{worker}.json", asdict(result))
+    return result
+
+
+def _previous_version(settings: Settings, worker: Worker) -> str | None:
+    current = current_deployment(settings, worker)
+    return current.primary_version if current else None
+
+
+def deploy(
+    settings: Settings,
+    worker: Worker,
+    *,
+    strategy: Strategy = "direct",
+    dry_run: bool = False,
+    runner: NativeRunner | None = None,
+    origin: str | None = None,
+    message: str | None = None,
+    sync_first: bool = True,
+) -> DeployResult:
+    """Deploy one Worker and record it in ``artifacts/deploy-<worker>.json``.
+
+    Input and credentials are checked before anything runs. ``direct`` is ``wrangler deploy`` (new version
+    at 100%); ``versions`` is ``wrangler versions upload`` (no traffic yet). ``dry_run`` bundles and
+    validates with wrangler ``--dry-run`` and contacts no account.
+    """
+    started = time.perf_counter()
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    t = target(settings, worker)
+    if strategy not in STRATEGIES:
+        raise UsageError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+    if worker == "proxy":
+        origin = backend_origin(origin if origin is not None else settings.deploy.backend_origin)
+    if not dry_run:
+        require_credentials(settings, f"deploying {t.name}")
+    if worker == "native":
+        chosen = choose_runner(settings, runner or settings.deploy.native_runner, dry_run=dry_run)
+        if sync_first:
+            synced = sync(settings)
+            output.info(f"synced {synced.files} files into {settings.worker_dir.name}/")
+    else:
+        chosen = Runner("wrangler", wrangler_bin(settings), "")
+    if chosen.note:
+        output.warn(chosen.note)
+    previous = None if dry_run else _previous_version(settings, worker)
+    verb = "dry run of" if dry_run else "deploying"
+    output.info(
+        f"{verb} {t.name} ({strategy}, {chosen.name})" + (f", live version {previous}" if previous else "")
+    )
+    record: dict[str, Any] = {
+        "worker": worker,
+        "name": t.name,
+        "strategy": strategy,
+        "dry_run": dry_run,
+        "runner": chosen.name,
+        "previous_version_id": previous,
+        "note": chosen.note,
+        "started_at": started_at,
+    }
+    try:
+        if strategy == "direct":
+            args = [
+                "deploy",
+                *config_args(settings, t),
+                *_version_extra(t, origin, message, None, direct=True),
+            ]
+            run = run_wrangler(
+                settings,
+                [*args, *(["--dry-run"] if dry_run else [])],
+                program=chosen.program,
+                offline=dry_run,
+            )
+            event = run.event("deploy") or {}
+            version_id = event.get("version_id") or None
+            urls = tuple(str(u) for u in event.get("targets") or ())
+            command = run.command
+        else:
+            uploaded = upload_version(
+                settings, worker, origin=origin, message=message, dry_run=dry_run, program=chosen.program
+            )
+            version_id, urls = uploaded.version_id, tuple(u for u in (uploaded.preview_url,) if u)
+            command = uploaded.command
+    except CommandFailed as exc:  # wrangler failed (WranglerFailed: with its error code) or timed out
+        if not dry_run:
+            failed = {
+                **record,
+                "ok": False,
+                "error": {"code": exc.code if isinstance(exc, WranglerFailed) else None, "message": str(exc)},
+                "duration": round(time.perf_counter() - started, 3),
+            }
+            write_artifact(settings, artifact_name(worker, failed=True), failed)
+        raise
+    if not dry_run and not version_id:
+        raise CfopsError(f"wrangler reported no version id for {t.name}: see its output above")
+    result = DeployResult(
+        worker=worker,
+        name=t.name,
+        strategy=strategy,
+        dry_run=dry_run,
+        runner=chosen.name,
+        version_id=str(version_id) if version_id else None,
+        previous_version_id=previous,
+        urls=urls,
+        command=command,
+        duration=round(time.perf_counter() - started, 3),
+        started_at=started_at,
+        note=chosen.note,
+    )
+    write_artifact(settings, artifact_name(worker, dry_run=dry_run), {**asdict(result), "ok": True})
+    return result
+
+
+# -------------------------------------------------------------------------------------- entry point
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = cli.parser("cfops deploy", __doc__)
+    parser.add_argument("worker", choices=WORKERS, help="native (Python Worker) or proxy (edge proxy)")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="bundle and validate only; no credentials needed"
+    )
+    parser.add_argument("--strategy", choices=STRATEGIES, default="direct", help="direct (100%%) or versions")
+    parser.add_argument("--runner", choices=get_args(NativeRunner), default=None, help="native only")
+    parser.add_argument(
+        "--origin", default=None, help="proxy only: https origin (default IMMCAD_BACKEND_ORIGIN)"
+    )
+    parser.add_argument("--message", default=None, help="annotation for the new version/deployment")
+    parser.add_argument("--no-sync", action="store_true", help="native only: upload the bundle as it is")
+    args = parser.parse_args(argv)
+    worker = cast(Worker, args.worker)
+    if worker == "proxy" and (args.runner or args.no_sync):
+        raise UsageError("--runner and --no-sync apply to the native Worker only")
+    if worker == "native" and args.origin is not None:
+        raise UsageError("--origin applies to the proxy Worker only")
+    settings = cli.settings_from_env()
+    result = deploy(
+        settings,
+        worker,
+        strategy=cast(Strategy, args.strategy),
+        dry_run=args.dry_run,
+        runner=args.runner,
+        origin=args.origin,
+        message=args.message,
+        sync_first=not args.no_sync,
+    )
+    artifact = settings.artifacts_dir / artifact_name(worker, dry_run=args.dry_run)
+    if result.dry_run:
+        output.success(
+            f"dry run: {result.name} bundled and validated by {result.runner}; nothing was uploaded"
+        )
+    elif result.strategy == "versions":
+        output.success(
+            f"uploaded {result.name} version {result.version_id} (no traffic yet; live: "
+            f"{result.previous_version_id or 'none'})"
+        )
+    else:
+        output.success(
+            f"deployed {result.name} version {result.version_id} at 100% "
+            f"(was {result.previous_version_id or 'none'})"
+        )
+    for url in result.urls:
+        output.echo(f"  {url}")
+    shown = artifact.relative_to(settings.root) if artifact.is_relative_to(settings.root) else artifact
+    output.echo(f"record: {shown}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run_main(main)

@@ -1,0 +1,168 @@
+"""`nox -s secrets_sync`: push the configured secrets to a Worker in one `wrangler secret bulk` call.
+
+Values come from the environment / .env (``[tool.cfops] secret_names``) and reach wrangler as JSON on
+stdin, never on a command line. Unset, empty and placeholder values are skipped (and named). When
+Cloudflare refuses because the latest version is not the deployed one (10214/10215), the secrets go into
+a new version with `wrangler versions secret bulk` instead. Writes ``artifacts/secrets-<worker>.json``
+(names only).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Literal, cast
+
+from cfops import cli, output
+from cfops.config import Settings
+from cfops.deploy import WORKERS, Worker, config_args, list_versions, target, write_artifact
+from cfops.errors import UsageError
+from cfops.wrangler import SECRET_NOT_DEPLOYED_CODES, require_credentials, run_wrangler
+
+# Values that are obviously not real: what templates and .env.example files ship with.
+PLACEHOLDER_PREFIXES = (
+    "your-",
+    "your_",
+    "changeme",
+    "change-me",
+    "change_me",
+    "replace-",
+    "replace_",
+    "replaceme",
+    "placeholder",
+    "<",
+)
+BEARER_ALIASES = ("IMMCAD_API_BEARER_TOKEN", "API_BEARER_TOKEN")
+
+Method = Literal["secret bulk", "versions secret bulk", "dry run"]
+
+
+def skip_reason(value: str | None) -> str | None:
+    """Why a value is not pushed (unset, empty, placeholder), or None when it is a real value."""
+    if value is None:
+        return "unset"
+    if not value.strip():
+        return "empty"
+    if value.strip().lower().startswith(PLACEHOLDER_PREFIXES):
+        return "placeholder"
+    return None
+
+
+@dataclass(frozen=True)
+class SecretsPlan:
+    values: dict[str, str] = field(repr=False)  # never printed
+    skipped: dict[str, str]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.values)
+
+
+def plan(settings: Settings) -> SecretsPlan:
+    """Which configured secrets have real values; refuses bearer-token aliases that disagree."""
+    values: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    for name in settings.secret_names:
+        value = settings.env.get(name)
+        reason = skip_reason(value)
+        if reason is None and value is not None:
+            values[name] = value.strip()
+        else:
+            skipped[name] = reason or "unset"
+    output.add_secrets(values.values())
+    first, second = (values.get(name) for name in BEARER_ALIASES)
+    if first is not None and second is not None and first != second:
+        raise UsageError(
+            f"{BEARER_ALIASES[0]} and {BEARER_ALIASES[1]} are both set and differ: the Worker reads either, "
+            "so clients would be accepted or refused depending on which wins; set both to the same token or "
+            "unset one"
+        )
+    return SecretsPlan(values=values, skipped=skipped)
+
+
+@dataclass(frozen=True)
+class SecretsResult:
+    worker: Worker
+    name: str
+    pushed: tuple[str, ...]
+    skipped: dict[str, str]
+    method: Method
+    version_id: str | None  # the new version when the secrets went into one (versions secret bulk)
+    command: tuple[str, ...]
+    duration: float
+
+
+def sync_secrets(settings: Settings, worker: Worker = "native", *, dry_run: bool = False) -> SecretsResult:
+    started = time.perf_counter()
+    t = target(settings, worker)
+    wanted = plan(settings)
+    for name, reason in wanted.skipped.items():
+        output.warn(f"skipping {name}: {reason}")
+    if dry_run:
+        return SecretsResult(worker, t.name, wanted.names, wanted.skipped, "dry run", None, (), 0.0)
+    if not wanted.values:
+        raise UsageError(
+            f"none of {', '.join(settings.secret_names)} has a value to push: "
+            "set them in the environment or .env"
+        )
+    require_credentials(settings, f"pushing secrets to {t.name}")
+    payload = json.dumps(wanted.values)  # one line: wrangler joins the stdin lines before parsing
+    config = config_args(settings, t)
+    run = run_wrangler(settings, ["secret", "bulk", *config], input=payload, check=False)
+    method: Method = "secret bulk"
+    version_id = None
+    if not run.ok and run.error_code in SECRET_NOT_DEPLOYED_CODES:
+        output.warn(
+            f"Cloudflare refused (error {run.error_code}): the latest version of {t.name} is not the "
+            "deployed one; putting the secrets into a new version (`wrangler versions secret bulk`) instead"
+        )
+        note = f"cfops secrets_sync: {len(wanted.values)} secrets"
+        run = run_wrangler(
+            settings, ["versions", "secret", "bulk", *config, "--message", note], input=payload
+        )
+        method = "versions secret bulk"
+        # That command writes no output event; the version it created is now the newest.
+        newest = list_versions(settings, worker)
+        version_id = newest[0].id if newest else None
+    elif not run.ok:
+        raise run.failure()
+    result = SecretsResult(
+        worker=worker,
+        name=t.name,
+        pushed=wanted.names,
+        skipped=wanted.skipped,
+        method=method,
+        version_id=version_id,
+        command=run.command,
+        duration=round(time.perf_counter() - started, 3),
+    )
+    write_artifact(settings, f"secrets-{worker}.json", asdict(result))
+    return result
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = cli.parser("nox -s secrets_sync", __doc__)
+    parser.add_argument("--worker", choices=WORKERS, default="native", help="default: native")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="list the names that would be pushed; send nothing"
+    )
+    args = parser.parse_args(argv)
+    settings = cli.settings_from_env()
+    result = sync_secrets(settings, cast(Worker, args.worker), dry_run=args.dry_run)
+    names = ", ".join(result.pushed) or "none"
+    if result.method == "dry run":
+        output.success(f"dry run: would push {len(result.pushed)} secret(s) to {result.name}: {names}")
+    elif result.method == "versions secret bulk":
+        output.success(
+            f"pushed {len(result.pushed)} secret(s) to {result.name} in new version {result.version_id} "
+            f"({names}); it receives traffic once deployed (nox -s versions, wrangler versions deploy)"
+        )
+    else:
+        output.success(f"pushed {len(result.pushed)} secret(s) to {result.name}: {names}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run_main(main)
