@@ -38,6 +38,11 @@ _TAIL_LINES = 40
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
+def strip_ansi(text: str) -> str:
+    """Text without terminal colour codes (wrangler colours its errors even into a pipe)."""
+    return _ANSI_ESCAPE.sub("", text)
+
+
 def which(program: str, *, hint: str) -> str:
     """Absolute path of ``program`` or MissingToolError saying how to install it."""
     found = shutil.which(program)
@@ -138,6 +143,7 @@ def run(
     input: str | None = None,
     timeout: float | None = None,
     capture: bool = True,
+    stream: bool = False,
     check: bool = True,
     echo: bool = True,
     what: str | None = None,
@@ -145,14 +151,15 @@ def run(
     """Run ``cmd`` (an argument list, never a shell string) to completion.
 
     ``input`` goes to stdin (how secrets reach a program: never argv). Output is captured unless
-    ``capture`` is False, in which case it streams to the terminal. A non-zero exit raises
+    ``capture`` is False, in which case it goes straight to the terminal; ``stream`` captures it *and*
+    echoes each line (redacted) as it arrives, stderr merged into stdout. A non-zero exit raises
     CommandFailed carrying the redacted tail of its output, unless ``check`` is False.
     """
     argv = [str(part) for part in cmd]
     label = what or Path(argv[0]).name
     if echo:
         output.echo(f"+ {format_command(argv)}", style="dim")
-    pipe = subprocess.PIPE if capture else None
+    pipe = subprocess.PIPE if capture or stream else None
     started = time.perf_counter()
     try:
         proc = subprocess.Popen(
@@ -161,7 +168,7 @@ def run(
             env=_child_env(env, inherit_env),
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
             stdout=pipe,
-            stderr=pipe,
+            stderr=subprocess.STDOUT if stream else pipe,
             start_new_session=True,
             preexec_fn=_preexec(),
         )
@@ -170,7 +177,10 @@ def run(
     with _running_lock:
         _running.add(proc)
     try:
-        out, err = proc.communicate(input.encode() if input is not None else None, timeout=timeout)
+        if stream:
+            out, err = _stream(proc, input, timeout), b""
+        else:
+            out, err = proc.communicate(input.encode() if input is not None else None, timeout=timeout)
     except subprocess.TimeoutExpired:
         terminate(proc, grace=3)
         raise CommandFailed(f"{label} timed out after {timeout:g} s: {format_command(argv)}") from None
@@ -194,6 +204,31 @@ def run(
             f"{label} exited with {result.returncode}{detail}", returncode=result.returncode, output_tail=tail
         )
     return result
+
+
+def _stream(proc: subprocess.Popen[bytes], input: str | None, timeout: float | None) -> bytes:
+    """Echo the child's lines as they come (indented, redacted) and return them all."""
+    lines: list[bytes] = []
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for raw in iter(proc.stdout.readline, b""):
+            lines.append(raw)
+            text = strip_ansi(raw.decode(errors="replace")).rstrip()
+            if text:
+                output.echo(f"  {text}")
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    if proc.stdin is not None:
+        with suppress(BrokenPipeError):
+            proc.stdin.write((input or "").encode())
+            proc.stdin.close()
+    try:
+        proc.wait(timeout=timeout)
+    finally:
+        reader.join(timeout=5)
+    return b"".join(lines)
 
 
 def tail_lines(text: str, count: int = 12) -> str:
@@ -283,7 +318,7 @@ class Service:
         log = self.log_file.open("a", encoding="utf-8") if self.log_file else None
         try:
             for raw in iter(stream.readline, b""):
-                line = output.redact(_ANSI_ESCAPE.sub("", raw.decode(errors="replace")).rstrip())
+                line = output.redact(strip_ansi(raw.decode(errors="replace")).rstrip())
                 self._tail.append(line)
                 if log:
                     log.write(line + "\n")

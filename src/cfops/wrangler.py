@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 import tomllib
@@ -123,8 +122,6 @@ _ACCOUNT_VARS = (*CREDENTIALS, "CLOUDFLARE_API_KEY", "CLOUDFLARE_EMAIL")
 # Passed from settings.env (.env + environment) so a .env file can hold them.
 _PASS_THROUGH = (*_ACCOUNT_VARS, "CLOUDFLARE_API_BASE_URL")
 
-# wrangler colours its warnings and errors even into a pipe (FORCE_COLOR/NO_COLOR do not reach them).
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 SIZE_CODE = 10027
 STARTUP_CODE = 10021
@@ -192,7 +189,7 @@ class WranglerRun:
         failed = self.event("command-failed")
         message = str(failed.get("message") or "") if failed else ""
         if not message:
-            text = _ANSI.sub("", self.stderr + "\n" + self.stdout)
+            text = procs.strip_ansi(self.stderr + "\n" + self.stdout)
             lines = [line.strip() for line in text.splitlines() if line.strip()]
             message = lines[-1] if lines else "no output"
         return output.redact(message.strip().splitlines()[0])
@@ -318,7 +315,7 @@ def run_wrangler(
         duration=result.duration,
     )
     if show_output:
-        for line in _ANSI.sub("", result.stdout + result.stderr).splitlines():
+        for line in procs.strip_ansi(result.stdout + result.stderr).splitlines():
             if line.strip():
                 output.echo(f"  {line.rstrip()}", style="dim")
     if check and not run.ok:

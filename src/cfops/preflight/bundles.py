@@ -29,7 +29,6 @@ WRANGLER_ENV = {
 # Modules wrangler collects next to a Worker's main by default (its default module rules + Python).
 DEFAULT_MODULE_GLOBS = ("**/*.py", "**/*.txt", "**/*.html", "**/*.sql", "**/*.bin", "**/*.wasm")
 VENDOR_DIR = "python_modules"
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # Lines of wrangler's error output that carry no information about the failure.
 _NOISE = (
     "Logs were written to",
@@ -114,7 +113,7 @@ def size_summary(ctx: Context, bundle: Bundle) -> str:
 
 def wrangler_error(result: procs.Result) -> tuple[str, list[str]]:
     """The one-line cause of a failed wrangler run, and the informative tail of its output."""
-    text = _ANSI.sub("", f"{result.stderr}\n{result.stdout}")
+    text = procs.strip_ansi(f"{result.stderr}\n{result.stdout}")
     lines = [
         line.rstrip() for line in text.splitlines() if line.strip() and not any(n in line for n in _NOISE)
     ]
