@@ -54,6 +54,9 @@ def cfops(session: nox.Session, command: str, *args: str) -> None:
     killed its child keeps running. Here the child gets SIGTERM if nox dies, and Ctrl-C gives the
     child time to stop the services it owns.
     """
+    if session._runner.global_config.install_only:
+        session.log(f"skipping cfops {command}: --install-only")
+        return
     bin_dir = session.bin
     env = {**os.environ, **{k: v for k, v in session.env.items() if v is not None}}
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
@@ -185,3 +188,27 @@ def versions(session: nox.Session) -> None:
     """A Worker's current deployment and recent versions as tables (`-- --worker native|proxy`)."""
     install(session)
     cfops(session, "versions", *session.posargs)
+
+
+@nox.session(default=False, tags=["remote"])
+def promote(session: nox.Session) -> None:
+    """Move traffic between two versions: `-- --worker native --new ID --old ID --percent 10`."""
+    install(session)
+    cfops(session, "promote", *session.posargs)
+
+
+# ------------------------------------------------------------------ pipelines (invoke tasks run these)
+
+
+@nox.session(default=False)
+def release(session: nox.Session) -> None:
+    """Release pipeline: `-- local` (rehearsal, default), `-- production`, `-- proxy`; `--dry-run` plans."""
+    install(session, "dev,worker")
+    cfops(session, "release", *session.posargs)
+
+
+@nox.session(default=False)
+def status(session: nox.Session) -> None:
+    """Each Worker's current deployment (with credentials) and the last artifacts."""
+    install(session)
+    cfops(session, "status", *session.posargs)

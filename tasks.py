@@ -12,11 +12,17 @@ from invoke.tasks import task
 
 
 def nox(c: Context, session: str, *args: str) -> None:
-    """Run one nox session with the interpreter running invoke; arguments are quoted, never interpolated."""
-    argv = [sys.executable, "-m", "nox", "-s", session]
+    """Run nox session(s) (space-separated) with the interpreter running invoke; exit with its code.
+
+    Arguments are quoted, never interpolated. A failure exits with the session's own code (2 for bad
+    input, 1 for a failed check) instead of invoke's multi-line "bad command exit code" report.
+    """
+    argv = [sys.executable, "-m", "nox", "-s", *session.split()]
     if args:
         argv += ["--", *args]
-    c.run(shlex.join(argv), pty=False)
+    result = c.run(shlex.join(argv), pty=False, warn=True)
+    if result is not None and result.exited != 0:
+        raise Exit(code=result.exited)
 
 
 @task(help={"check": "report drift and write nothing"})
@@ -87,4 +93,71 @@ def test(c: Context) -> None:
     nox(c, "tests")
 
 
-ns = Collection(sync, dev, dev_proxy, image, preflight, lint, test)
+@task(
+    help={
+        "target": "local (rehearsal, default: no credentials, nothing remote changes) or production",
+        "dry_run": "print the plan with the exact commands; change nothing remote",
+        "skip_tests": "leave the test suite out",
+        "allow_dirty": "production: allow uncommitted changes",
+        "base_url": "production: the native Worker's URL for the canary (IMMCAD_API_BASE_URL)",
+        "stages": "production: traffic percentages after the canary (default 10,50,100)",
+    }
+)
+def release(
+    c: Context,
+    target: str = "local",
+    dry_run: bool = False,
+    skip_tests: bool = False,
+    allow_dirty: bool = False,
+    base_url: str = "",
+    stages: str = "",
+) -> None:
+    """Release pipeline with canary, staged promotion and automatic rollback (nox -s release)."""
+    args = [target]
+    args += [flag for flag, on in (("--dry-run", dry_run), ("--skip-tests", skip_tests)) if on]
+    args += ["--allow-dirty"] if allow_dirty else []
+    args += ["--base-url", base_url] if base_url else []
+    args += ["--stages", stages] if stages else []
+    nox(c, "release", *args)
+
+
+@task(
+    help={
+        "origin": "the https container origin (IMMCAD_BACKEND_ORIGIN)",
+        "proxy_url": "where the deployed proxy answers, for the smoke (IMMCAD_PROXY_URL)",
+        "dry_run": "print the plan; bundle the proxy without deploying it",
+        "allow_dirty": "allow uncommitted changes",
+    }
+)
+def release_proxy(
+    c: Context, origin: str = "", proxy_url: str = "", dry_run: bool = False, allow_dirty: bool = False
+) -> None:
+    """Emergency path: deploy the edge proxy in front of the origin, smoke it, roll back on failure."""
+    args = ["proxy"]
+    args += ["--origin", origin] if origin else []
+    args += ["--proxy-url", proxy_url] if proxy_url else []
+    args += [flag for flag, on in (("--dry-run", dry_run), ("--allow-dirty", allow_dirty)) if on]
+    nox(c, "release", *args)
+
+
+@task(help={"worker": "native (default) or proxy", "version": "version id (default: the last at 100%)"})
+def rollback(c: Context, worker: str = "native", version: str = "") -> None:
+    """Put a Worker back on an earlier version (nox -s rollback)."""
+    nox(c, "rollback", "--worker", worker, *(["--version", version] if version else []))
+
+
+@task
+def status(c: Context) -> None:
+    """Current deployments (with credentials) and the last artifacts (nox -s status)."""
+    nox(c, "status")
+
+
+@task
+def check(c: Context) -> None:
+    """Lint + tests + preflight, the old `make quality` / `release-preflight`."""
+    nox(c, "lint tests preflight")
+
+
+ns = Collection(
+    sync, dev, dev_proxy, image, preflight, lint, test, release, release_proxy, rollback, status, check
+)

@@ -19,6 +19,9 @@ COMMANDS = {
     "secrets": "cfops.secrets",
     "rollback": "cfops.rollback",
     "versions": "cfops.versions",
+    "promote": "cfops.promote",
+    "release": "cfops.release",
+    "status": "cfops.status",
 }
 
 

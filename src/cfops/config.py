@@ -292,6 +292,20 @@ class DeploySettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReleaseSettings:
+    """`invoke release`: the pipelines' policy."""
+
+    # Traffic shares the new native version is promoted through after its canary (the last must be 100).
+    stages: tuple[float, ...] = (10.0, 50.0, 100.0)
+    # The origin the local rehearsal's proxy deploy dry-run is bundled with (.invalid is never resolvable).
+    rehearsal_origin: str = "https://origin.example.invalid"
+    # Where the deployed edge proxy answers, for the smoke test of `invoke release-proxy`.
+    proxy_url: str = field(default="", metadata=from_env("IMMCAD_PROXY_URL"))
+    # Upper bound for one step (the test suite is the slowest).
+    step_timeout: float = 3600.0
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     root: Path
     artifacts_dir: Path = field(default=Path("artifacts"), metadata=from_env("CFOPS_ARTIFACTS_DIR"))
@@ -320,6 +334,7 @@ class Settings:
     dev_proxy: DevProxySettings = field(default_factory=DevProxySettings)
     image: ImageSettings = field(default_factory=ImageSettings)
     preflight: PreflightSettings = field(default_factory=PreflightSettings)
+    release: ReleaseSettings = field(default_factory=ReleaseSettings)
     deploy: DeploySettings = field(default_factory=DeploySettings)
     # The merged .env + process environment, for lookups of secrets and compatible env vars.
     # repr=False: the settings object may be printed while debugging; secret values must not be.

@@ -24,7 +24,7 @@ from cfops.config import Runtime, Settings, is_secret_name
 from cfops.dev import Backend, choose_runtime, dev_bindings, native_backend
 from cfops.errors import ServiceError, UsageError
 from cfops.sync import sync
-from cfops.wrangler import wrangler_bin
+from cfops.wrangler import QUIET_ENV, wrangler_bin
 
 ORIGIN_VAR = "BACKEND_ORIGIN"
 # The proxy stamps every answer it gives with this header, its own 404s included: seeing it proves the
@@ -32,17 +32,10 @@ ORIGIN_VAR = "BACKEND_ORIGIN"
 TRACE_HEADER = "x-immcad-trace-id"
 READY_PATH = "/__edge-proxy-ready"
 
-# wrangler must not prompt, phone home or write outside the run's own temporary directory.
+# wrangler dev must not prompt, phone home, or load the native Worker's .dev.vars secrets.
 _QUIET_ENV = {
-    "WRANGLER_SEND_METRICS": "false",
-    "WRANGLER_SEND_ERROR_REPORTS": "false",
-    # The banner's update check asks the npm registry for the latest wrangler on every start.
-    "WRANGLER_HIDE_BANNER": "true",
-    # Otherwise miniflare fetches Request.cf from workers.cloudflare.com at start (3 s timeout offline).
-    "CLOUDFLARE_CF_FETCH_ENABLED": "false",
+    **QUIET_ENV,
     "CLOUDFLARE_LOAD_DEV_VARS_FROM_DOT_ENV": "false",
-    "NO_COLOR": "1",
-    "FORCE_COLOR": "0",
 }
 
 

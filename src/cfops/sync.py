@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cfops import cli, output
+from cfops import cli, output, procs
 from cfops.config import Settings, SyncEntry
-from cfops.errors import CfopsError, CheckFailed, ConfigError
+from cfops.errors import CfopsError, CheckFailed, ConfigError, UsageError
 
 Copier = Callable[[Path, Path], object]
 STAGING_PREFIX = ".sync-staging-"
@@ -212,10 +212,32 @@ def _swap(targets: list[Path], worker_dir: Path, staging: Path, backup: Path) ->
         raise
 
 
+def vendor(settings: Settings) -> str | None:
+    """Vendor the Worker's Python packages into python_modules/ with ``pywrangler sync``.
+
+    Returns None when done, else why it could not run: pywrangler downloads Pyodide and a CPython build,
+    so without the internet the bundle stays source-only (preflight says so, and --strict fails on it).
+    """
+    from cfops.dev import pywrangler_problem  # cfops.dev imports this module
+    from cfops.wrangler import ensure_node_toolchain
+
+    problem = pywrangler_problem(settings)
+    if problem is not None:
+        return problem
+    ensure_node_toolchain(settings)  # pywrangler runs `npx wrangler`: the pinned one in worker_dir
+    procs.run(["pywrangler", "sync"], cwd=settings.worker_dir, stream=True, timeout=900, what="pywrangler")
+    return None
+
+
 def main(argv: Sequence[str]) -> int:
     parser = cli.parser("nox -s sync", __doc__)
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 listing every difference")
+    parser.add_argument(
+        "--vendor", action="store_true", help="then vendor the Worker's Python packages (pywrangler sync)"
+    )
     args = parser.parse_args(argv)
+    if args.check and args.vendor:
+        raise UsageError("--check writes nothing; it cannot be combined with --vendor")
     settings = cli.settings_from_env()
     if args.check:
         drift = check(settings)
@@ -235,6 +257,12 @@ def main(argv: Sequence[str]) -> int:
         f"synced {result.files} files into {_rel(settings.worker_dir, settings.root)} ({verb}); "
         f"manifest {_rel(result.manifest, settings.root)}"
     )
+    if args.vendor:
+        problem = vendor(settings)
+        if problem is None:
+            output.success(f"vendored the Python packages into {settings.worker_dir.name}/python_modules/")
+        else:
+            output.warn(f"Python packages not vendored: {problem}; the native bundle is source-only")
     return 0
 
 

@@ -22,6 +22,19 @@ from cfops.errors import CheckFailed, CommandFailed, ConfigError, MissingToolErr
 
 _MARKER = ".cfops-lock-sha256"
 
+# Every wrangler child runs with these: no prompts, no telemetry, nothing fetched but the API it is for.
+QUIET_ENV = {
+    "WRANGLER_SEND_METRICS": "false",
+    "WRANGLER_SEND_ERROR_REPORTS": "false",
+    # The banner's update check asks the npm registry for the latest wrangler on every start.
+    "WRANGLER_HIDE_BANNER": "true",
+    # Otherwise miniflare (dev, check startup) fetches Request.cf from workers.cloudflare.com.
+    "CLOUDFLARE_CF_FETCH_ENABLED": "false",
+    # wrangler colours its errors even into a pipe; findings and records carry plain text.
+    "FORCE_COLOR": "0",
+    "NO_COLOR": "1",
+}
+
 
 def read_config(path: Path) -> dict[str, Any]:
     """Parse a wrangler config: TOML, or JSON/JSONC (comments and trailing commas allowed)."""
@@ -255,13 +268,7 @@ def wrangler_env(settings: Settings, *, offline: bool) -> dict[str, str]:
         value = settings.env.get(name)
         if value and not (offline and name in _ACCOUNT_VARS):
             env[name] = value
-    env.update(
-        WRANGLER_SEND_METRICS="false",
-        WRANGLER_SEND_ERROR_REPORTS="false",
-        WRANGLER_HIDE_BANNER="true",  # the banner also runs an update check against the npm registry
-        FORCE_COLOR="0",
-        NO_COLOR="1",
-    )
+    env.update(QUIET_ENV)
     return env
 
 

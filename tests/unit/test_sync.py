@@ -149,3 +149,16 @@ def test_leftovers_of_a_killed_sync_are_cleared(project: Path) -> None:
     leftover.mkdir(parents=True)
     sync.sync(settings_for(project))
     assert not leftover.parent.exists()
+
+
+def test_vendor_says_why_it_cannot_and_keeps_the_sync(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Vendoring needs pywrangler and the internet; without them the sync still lands, with a warning."""
+    monkeypatch.setenv("CFOPS_ROOT", str(project))
+    monkeypatch.setattr("cfops.dev.pywrangler_problem", lambda settings: "cannot reach index.pyodide.org:443")
+    assert cli.main(sync.main, ["--vendor"]) == 0
+    err = capsys.readouterr().err
+    assert "Python packages not vendored: cannot reach index.pyodide.org:443" in err
+    assert sync.check(settings_for(project)).clean
+    assert cli.main(sync.main, ["--check", "--vendor"]) == 2

@@ -16,16 +16,9 @@ from cfops import procs
 from cfops.errors import ConfigError
 from cfops.preflight.model import Context, Finding, Outcome, kib
 from cfops.sync import _walk as walk_files
-from cfops.wrangler import read_config
+from cfops.wrangler import QUIET_ENV, read_config
 
-# Quiet, machine-friendly wrangler: no banner (it also skips the npm update check), no telemetry, no
-# colour codes in the error text a finding carries.
-WRANGLER_ENV = {
-    "WRANGLER_HIDE_BANNER": "true",
-    "WRANGLER_SEND_METRICS": "false",
-    "FORCE_COLOR": "0",
-    "NO_COLOR": "1",
-}
+WRANGLER_ENV = QUIET_ENV
 # Modules wrangler collects next to a Worker's main by default (its default module rules + Python).
 DEFAULT_MODULE_GLOBS = ("**/*.py", "**/*.txt", "**/*.html", "**/*.sql", "**/*.bin", "**/*.wasm")
 VENDOR_DIR = "python_modules"

@@ -1,0 +1,655 @@
+"""`invoke release`: release pipelines — ordered steps, a failure policy, one report.
+
+Three pipelines, each an ordered list of named steps (data, below):
+
+- ``local`` (the default, a rehearsal: no credentials, nothing remote changes): sync → preflight → tests →
+  spike image → local stack (backend + edge proxy in workerd) → perf smoke through the proxy → deploy
+  dry-runs of both Workers.
+- ``production``: sync (+ vendoring) → preflight --mode native --strict → tests → secrets → upload a new
+  version → split new@0 old@100 → canary (perf smoke against the new version only) → promote through the
+  configured stages with a perf smoke at each. Any failure after the upload rolls back to the previous
+  version.
+- ``proxy`` (the emergency path): sync → preflight --mode proxy → deploy the proxy with the origin →
+  smoke through its URL → roll back on failure.
+
+Both start with the sync because preflight measures the synced bundle, which a fresh checkout lacks.
+Every step runs one command (``python -m cfops.<command> …``, the same entry points the nox sessions
+call) and the steps talk through the JSON artifacts those commands write. ``--dry-run`` prints the plan
+with the exact commands and runs only what changes nothing remote (the bundle and validation of the
+upload). The report goes to ``artifacts/release.json`` and ``release.md`` (and $GITHUB_STEP_SUMMARY).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from cfops import cli, output, procs
+from cfops.config import Settings, with_deferred_env
+from cfops.errors import CfopsError, UsageError
+from cfops.wrangler import require_credentials
+
+Pipeline = Literal["local", "production", "proxy"]
+PIPELINES: tuple[Pipeline, ...] = ("local", "production", "proxy")
+Status = Literal["ok", "failed", "skipped", "interrupted", "not run", "planned"]
+SYMBOL: dict[str, str] = {
+    "ok": "✓",
+    "failed": "✗",
+    "interrupted": "✗",
+    "skipped": "–",
+    "not run": "·",
+    "planned": "·",
+}
+REPORT_JSON = "release.json"
+REPORT_MD = "release.md"
+# Placeholders in a plan for values only a real run knows.
+NEW, OLD = "NEW_VERSION_ID", "PREVIOUS_VERSION_ID"
+
+
+class StepFailed(CfopsError):
+    """A step's command failed; the message is its last meaningful output line."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    pipeline: Pipeline
+    dry_run: bool = False
+    skip_tests: bool = False
+    allow_dirty: bool = False
+    base_url: str | None = None  # production: where the canary and stage smokes send their requests
+    origin: str | None = None  # proxy (and the rehearsal's dry run): the container origin
+    proxy_url: str | None = None  # proxy: where the deployed proxy answers
+    stages: tuple[float, ...] = ()
+    message: str | None = None
+
+
+@dataclass
+class Context:
+    settings: Settings
+    options: Options
+    stack: ExitStack = field(default_factory=ExitStack)
+    values: dict[str, Any] = field(default_factory=dict)
+    canary: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Set once a new version exists remotely: from then on a failure rolls back.
+    rollback_to: str | None = None
+    rollback_worker: str = "native"
+
+    def artifact(self, name: str) -> Path:
+        return self.settings.artifacts_dir / name
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    # The exact command; placeholders (NEW_VERSION_ID) where only a real run knows the value.
+    command: Callable[[Context], list[str]]
+    skip: Callable[[Context], str | None] = lambda ctx: None
+    after: Callable[[Context], str | None] = lambda ctx: None  # read the artifacts the command wrote
+    # The command run by --dry-run instead of nothing (it must change nothing remote).
+    dry_command: Callable[[Context], list[str]] | None = None
+    # A long-running service instead of a command: started, health-checked, owned by the context.
+    service_url: Callable[[Context], str] | None = None
+    env: Callable[[Context], dict[str, str]] = lambda ctx: {}
+    # The services started so far have served their purpose once this step is done: stop them.
+    closes_services: bool = False
+
+
+@dataclass
+class StepResult:
+    name: str
+    status: Status
+    duration: float = 0.0
+    command: str = ""
+    detail: str = ""
+
+
+# ------------------------------------------------------------------------------------------- commands
+
+
+def cfops(command: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", f"cfops.{command}", *args]
+
+
+def shown(argv: Sequence[str]) -> str:
+    """A command as the plan and report show it: the interpreter as ``python`` (its path is in the header)."""
+    parts = ["python" if part == sys.executable else part for part in argv]
+    return output.redact(shlex.join(parts))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StepFailed(f"expected artifact {path.name} is missing or unreadable: {exc}") from None
+    if not isinstance(data, dict):
+        raise StepFailed(f"artifact {path.name} is not a JSON object")
+    return data
+
+
+def _perf_step(
+    name: str, url: Callable[[Context], str], artifact: str, *, version: bool = False, closes: bool = False
+) -> Step:
+    """A perf smoke whose numbers land in the report's canary section."""
+
+    def command(ctx: Context) -> list[str]:
+        args = ["--base-url", url(ctx), "--json", str(ctx.artifact(artifact))]
+        if version:
+            args += ["--version-id", str(ctx.values.get("new_version", NEW))]
+        return cfops("perf", *args)
+
+    def after(ctx: Context) -> str:
+        data = _read_json(ctx.artifact(artifact))
+        latency = data.get("stats", {}).get("latency_ms") or {}
+        verdict = data.get("verdict", {})
+        ctx.canary[name] = {
+            "p50_ms": latency.get("p50"),
+            "p95_ms": latency.get("p95"),
+            "p99_ms": latency.get("p99"),
+            "requests": data.get("stats", {}).get("requests"),
+            "error_rate": data.get("stats", {}).get("error_rate"),
+            "passed": verdict.get("passed"),
+            "verdict": verdict.get("line") or verdict.get("text"),
+        }
+        return f"p95 {latency.get('p95', '?')} ms over {ctx.canary[name]['requests']} requests"
+
+    return Step(name, command, after=after, env=_local_token, closes_services=closes)
+
+
+def _local_token(ctx: Context) -> dict[str, str]:
+    """The local stack serves .dev.vars: its bearer token goes to the perf child by environment."""
+    if ctx.options.pipeline != "local":
+        return {}
+    from cfops.dev import dev_bindings
+
+    bindings = dev_bindings(ctx.settings)
+    token = bindings.get("IMMCAD_API_BEARER_TOKEN") or bindings.get("API_BEARER_TOKEN")
+    return {"IMMCAD_API_BEARER_TOKEN": token} if token else {}
+
+
+def _tests_step() -> Step:
+    return Step(
+        "tests",
+        lambda ctx: [sys.executable, "-m", "pytest", "tests", "-q", "-p", "no:cacheprovider"],
+        skip=lambda ctx: "--skip-tests" if ctx.options.skip_tests else None,
+    )
+
+
+def _preflight_step(*args: str) -> Step:
+    def command(ctx: Context) -> list[str]:
+        return cfops("preflight", *args, *(["--allow-dirty"] if ctx.options.allow_dirty else []))
+
+    return Step("preflight", command)
+
+
+# ----------------------------------------------------------------------------------------- pipelines
+
+
+def local_steps(ctx: Context) -> list[Step]:
+    port = ctx.values.setdefault("proxy_port", procs.free_port())
+    backend_port = ctx.values.setdefault("backend_port", procs.free_port())
+    proxy_url = f"http://127.0.0.1:{port}"
+
+    def no_engine(ctx: Context) -> str | None:
+        from cfops.image import engine_problem
+
+        problem = engine_problem(ctx.settings)
+        return f"no Docker Engine answers ({problem})" if problem else None
+
+    origin = ctx.options.origin or ctx.settings.deploy.backend_origin or ctx.settings.release.rehearsal_origin
+    # sync comes first: preflight checks the synced bundle (its sync and native-bundle checks), and a
+    # fresh checkout has none (the synced files are git-ignored).
+    return [
+        Step("sync", lambda ctx: cfops("sync")),
+        _preflight_step("--target", "local"),
+        _tests_step(),
+        Step("spike image", lambda ctx: cfops("image", "spike", "--no-sync", "--run"), skip=no_engine),
+        Step(
+            "local stack",
+            lambda ctx: cfops("proxy", "--port", str(port), "--backend-port", str(backend_port), "--no-sync"),
+            service_url=lambda ctx: proxy_url,
+        ),
+        _perf_step("perf smoke through the proxy", lambda ctx: proxy_url, "perf-local.json", closes=True),
+        Step("deploy dry-run (native)", lambda ctx: cfops("deploy", "native", "--dry-run", "--no-sync")),
+        Step("deploy dry-run (proxy)", lambda ctx: cfops("deploy", "proxy", "--dry-run", "--origin", origin)),
+    ]
+
+
+def _upload_after(ctx: Context) -> str:
+    record = _read_json(ctx.artifact("deploy-native.json"))
+    ctx.values["new_version"] = record.get("version_id")
+    ctx.values["old_version"] = record.get("previous_version_id")
+    if not ctx.values["new_version"]:
+        raise StepFailed("the upload recorded no version id")
+    ctx.rollback_worker = "native"
+    if ctx.values["old_version"]:
+        ctx.rollback_to = ctx.values["old_version"]
+    return f"new version {ctx.values['new_version']} (live: {ctx.values['old_version'] or 'none'})"
+
+
+def _split(percent: float) -> Step:
+    def command(ctx: Context) -> list[str]:
+        new = str(ctx.values.get("new_version", NEW))
+        old = ctx.values.get("old_version", OLD)
+        args = ["--worker", "native", "--new", new, "--percent", f"{percent:g}"]
+        if percent < 100:
+            if not old:
+                raise StepFailed(
+                    f"{ctx.settings.native.name} had no live version: a first deploy has nothing to canary "
+                    "against; deploy it once with `nox -s deploy_native`"
+                )
+            args += ["--old", str(old)]
+        return cfops("promote", *args)
+
+    label = "split new@0 old@100" if percent == 0 else f"promote to {percent:g} %"
+    return Step(label, command)
+
+
+def production_steps(ctx: Context) -> list[Step]:
+    base_url = ctx.values["base_url"]
+    message = ctx.options.message or "cfops release"
+    steps = [
+        # Local only (no remote state), so a dry run syncs too: the upload's dry run bundles the result.
+        Step("sync", lambda ctx: cfops("sync", "--vendor"), dry_command=lambda ctx: cfops("sync")),
+        _preflight_step("--target", "production", "--mode", "native", "--strict"),
+        _tests_step(),
+        Step("secrets", lambda ctx: cfops("secrets", "--worker", "native")),
+        Step(
+            "upload version",
+            lambda ctx: cfops(
+                "deploy", "native", "--strategy", "versions", "--no-sync", "--message", message
+            ),
+            after=_upload_after,
+            dry_command=lambda ctx: cfops(
+                "deploy", "native", "--strategy", "versions", "--no-sync", "--dry-run"
+            ),
+        ),
+        _split(0),
+        _perf_step("canary (new version only)", lambda ctx: base_url, "perf-canary.json", version=True),
+    ]
+    for percent in ctx.options.stages:
+        steps.append(_split(percent))
+        steps.append(
+            _perf_step(f"perf smoke at {percent:g} %", lambda ctx: base_url, f"perf-{percent:g}.json")
+        )
+    return steps
+
+
+def proxy_steps(ctx: Context) -> list[Step]:
+    origin = ctx.values["origin"]
+
+    def deployed(ctx: Context) -> str:
+        record = _read_json(ctx.artifact("deploy-proxy.json"))
+        ctx.values["new_version"] = record.get("version_id")
+        ctx.values["old_version"] = record.get("previous_version_id")
+        ctx.rollback_worker = "proxy"
+        ctx.rollback_to = record.get("previous_version_id")
+        urls = record.get("urls") or []
+        if not ctx.values.get("proxy_url") and urls:
+            ctx.values["proxy_url"] = urls[0]
+        return f"version {ctx.values['new_version']} at 100 % (was {ctx.values['old_version'] or 'none'})"
+
+    def url(ctx: Context) -> str:
+        found = ctx.values.get("proxy_url")
+        if found:
+            return str(found)
+        if ctx.options.dry_run:
+            return "PROXY_URL"
+        raise StepFailed("the deploy recorded no URL for the proxy: pass --proxy-url or set IMMCAD_PROXY_URL")
+
+    return [
+        # The sync feeds preflight's edge-contract check (the allowlist against the synced app's routes).
+        Step("sync", lambda ctx: cfops("sync"), dry_command=lambda ctx: cfops("sync")),
+        # The proxy Worker holds no secrets (the origin has its own), so the secrets check does not apply.
+        _preflight_step("--target", "production", "--mode", "proxy", "--skip", "secrets"),
+        Step(
+            "deploy proxy",
+            lambda ctx: cfops("deploy", "proxy", "--origin", origin),
+            after=deployed,
+            dry_command=lambda ctx: cfops("deploy", "proxy", "--origin", origin, "--dry-run"),
+        ),
+        _perf_step("smoke through the proxy", url, "perf-proxy.json"),
+    ]
+
+
+STEPS: dict[Pipeline, Callable[[Context], list[Step]]] = {
+    "local": local_steps,
+    "production": production_steps,
+    "proxy": proxy_steps,
+}
+
+
+def rollback_command(ctx: Context, failed_step: str) -> list[str]:
+    note = f"release rolled back: {failed_step} failed"
+    return cfops(
+        "rollback", "--worker", ctx.rollback_worker, "--version", str(ctx.rollback_to), "--message", note
+    )
+
+
+# --------------------------------------------------------------------------------------------- runner
+
+
+def prepare(settings: Settings, options: Options) -> Context:
+    """Check everything a pipeline needs before it starts (exit 2 on bad input, nothing run)."""
+    ctx = Context(settings=settings, options=options)
+    if options.pipeline == "production":
+        base_url = options.base_url or with_deferred_env(settings.perf, settings).base_url
+        if not base_url and not options.dry_run:
+            raise UsageError(
+                "the canary needs the native Worker's URL: pass --base-url or set IMMCAD_API_BASE_URL"
+            )
+        ctx.values["base_url"] = base_url or "BASE_URL"
+        stages = options.stages or settings.release.stages
+        if (
+            not stages
+            or stages[-1] != 100
+            or any(not 0 < s <= 100 for s in stages)
+            or list(stages) != sorted(stages)
+        ):
+            raise UsageError(f"stages {list(stages)} must rise to 100 (e.g. 10,50,100)")
+        ctx.options = dataclasses.replace(options, stages=tuple(stages))
+        if not options.dry_run:
+            require_credentials(settings, "a production release")
+    if options.pipeline == "proxy":
+        from cfops.deploy import backend_origin
+
+        ctx.values["origin"] = backend_origin(options.origin or settings.deploy.backend_origin)
+        if options.proxy_url or settings.release.proxy_url:
+            ctx.values["proxy_url"] = options.proxy_url or settings.release.proxy_url
+        if not options.dry_run:
+            require_credentials(settings, "a proxy release")
+    return ctx
+
+
+def _child_env(ctx: Context, step: Step) -> dict[str, str]:
+    # Every step works on this project and writes into this artifacts directory.
+    return {
+        "CFOPS_ROOT": str(ctx.settings.root),
+        "CFOPS_ARTIFACTS_DIR": str(ctx.settings.artifacts_dir),
+        **step.env(ctx),
+    }
+
+
+def _failure_line(result: procs.Result) -> str:
+    lines = [
+        line for line in procs.tail_lines(result.stdout + result.stderr, 40).splitlines() if line.strip()
+    ]
+    errors = [line for line in lines if line.lstrip().startswith(("error:", "✗", "FAILED", "E "))]
+    return (errors or lines or [f"exited with {result.returncode}"])[-1].strip()
+
+
+def _run_command(ctx: Context, argv: list[str], step: Step) -> str:
+    """Run a step's command, streaming its output; returns its last line, raises StepFailed."""
+    result = procs.run(
+        argv,
+        cwd=ctx.settings.root,
+        env=_child_env(ctx, step),
+        stream=True,
+        check=False,
+        echo=False,
+        timeout=ctx.settings.release.step_timeout,
+    )
+    if result.returncode != 0:
+        raise StepFailed(_failure_line(result))
+    lines = [line.strip() for line in procs.tail_lines(result.stdout, 5).splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _start_service(ctx: Context, argv: list[str], step: Step) -> None:
+    assert step.service_url is not None
+    service = procs.Service(
+        step.name,
+        argv,
+        cwd=ctx.settings.root,
+        env=_child_env(ctx, step),
+        health_url=f"{step.service_url(ctx)}/healthz",
+        ready_timeout=180,
+        stop_signal=signal.SIGINT,
+        grace=20,
+    )
+    ctx.stack.enter_context(service)
+
+
+def execute(ctx: Context, steps: list[Step], results: list[StepResult]) -> None:
+    """Run (or, with --dry-run, plan) ``steps`` in order, filling ``results`` as they go (so an interrupted
+    run still reports where it stopped); roll back on a failure after the upload."""
+    results[:] = [StepResult(step.name, "not run") for step in steps]
+    dry = ctx.options.dry_run
+    output.echo(
+        f"release pipeline {ctx.options.pipeline}{' (dry run)' if dry else ''} — python = {sys.executable}"
+    )
+    failed: StepResult | None = None
+    with ctx.stack:
+        for step, result in zip(steps, results, strict=True):
+            started = time.perf_counter()
+            try:
+                reason = step.skip(ctx)
+                if reason:
+                    result.status, result.detail = "skipped", reason
+                    if reason != "--skip-tests":
+                        output.warn(f"{step.name} skipped: {reason}")
+                    _line(result)
+                    continue
+                argv = (step.dry_command or step.command)(ctx) if dry else step.command(ctx)
+                result.command = shown(argv)
+                if dry and step.dry_command is None:
+                    result.status = "planned"
+                    output.echo(f"{SYMBOL['planned']} {step.name}: {result.command}")
+                    continue
+                output.echo(f"▶ {step.name}: {result.command}", style="bold")
+                if step.service_url is not None:
+                    _start_service(ctx, argv, step)
+                    result.detail = f"serving {step.service_url(ctx)}"
+                else:
+                    last = _run_command(ctx, argv, step)
+                    result.detail = (step.after(ctx) if not dry else "") or last
+                result.status = "ok"
+            except KeyboardInterrupt:
+                result.status, result.detail = "interrupted", "interrupted (Ctrl-C / SIGTERM)"
+                result.duration = time.perf_counter() - started
+                _line(result)
+                _roll_back(ctx, results, step.name, interrupted=True)
+                raise
+            except CfopsError as exc:
+                result.status, result.detail = "failed", str(exc)
+                failed = result
+            finally:
+                result.duration = round(time.perf_counter() - started, 3)
+            _line(result)
+            if failed:
+                break
+            if step.closes_services:
+                ctx.stack.close()
+    if failed is not None:
+        _roll_back(ctx, results, failed.name, interrupted=False)
+
+
+def _roll_back(ctx: Context, results: list[StepResult], failed_step: str, *, interrupted: bool) -> None:
+    if ctx.rollback_to is None or ctx.options.dry_run:
+        return
+    argv = rollback_command(ctx, failed_step)
+    entry = StepResult("rollback", "not run", command=shown(argv))
+    results.append(entry)
+    why = "interrupted" if interrupted else "failed"
+    output.warn(f"{failed_step} {why} after the upload: rolling back to {ctx.rollback_to}")
+    started = time.perf_counter()
+    try:
+        _run_command(ctx, argv, Step("rollback", lambda c: argv))
+        entry.status, entry.detail = "ok", f"back on {ctx.rollback_to}"
+        ctx.values["rolled_back_to"] = ctx.rollback_to
+    except CfopsError as exc:
+        entry.status, entry.detail = "failed", f"ROLLBACK FAILED: {exc}; run `nox -s rollback` by hand"
+    except KeyboardInterrupt:
+        entry.status, entry.detail = "interrupted", "rollback interrupted: run `nox -s rollback` by hand"
+    entry.duration = round(time.perf_counter() - started, 3)
+    _line(entry)
+
+
+def _line(result: StepResult) -> None:
+    style = {"ok": "green", "failed": "bold red", "interrupted": "bold red", "skipped": "yellow"}.get(
+        result.status
+    )
+    detail = f" — {result.detail}" if result.detail else ""
+    output.echo(f"{SYMBOL[result.status]} {result.name} ({result.duration:.1f} s){detail}", style=style)
+
+
+# --------------------------------------------------------------------------------------------- report
+
+
+def summarize(ctx: Context, results: list[StepResult], started_at: str, duration: float) -> dict[str, Any]:
+    statuses = [r.status for r in results]
+    if "interrupted" in statuses:
+        outcome = "interrupted"
+    elif "failed" in statuses:
+        outcome = "failed"
+    else:
+        outcome = "dry-run" if ctx.options.dry_run else "passed"
+    stopped = next((r.name for r in results if r.status in {"failed", "interrupted"}), None)
+    return {
+        "pipeline": ctx.options.pipeline,
+        "dry_run": ctx.options.dry_run,
+        "result": outcome,
+        "stopped_at": stopped,
+        "started_at": started_at,
+        "duration_seconds": round(duration, 3),
+        "python": sys.executable,
+        "versions": {
+            "new": ctx.values.get("new_version"),
+            "previous": ctx.values.get("old_version"),
+            "rolled_back_to": ctx.values.get("rolled_back_to"),
+        },
+        "canary": ctx.canary,
+        "steps": [
+            {
+                "name": r.name,
+                "status": r.status,
+                "duration_seconds": r.duration,
+                "command": r.command,
+                "detail": r.detail,
+            }
+            for r in results
+        ],
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"## Release `{report['pipeline']}`: {report['result']}",
+        "",
+        "| | step | duration | detail |",
+        "| --- | --- | --- | --- |",
+    ]
+    for step in report["steps"]:
+        detail = str(step["detail"]).replace("|", "\\|")
+        lines.append(
+            f"| {SYMBOL[step['status']]} | {step['name']} | {step['duration_seconds']:.1f} s | {detail} |"
+        )
+    versions = report["versions"]
+    if versions["new"] or versions["rolled_back_to"]:
+        lines += ["", f"- new version: `{versions['new']}`, previous: `{versions['previous']}`"]
+        if versions["rolled_back_to"]:
+            lines.append(f"- **rolled back to `{versions['rolled_back_to']}`**")
+    if report["canary"]:
+        lines += [
+            "",
+            "| perf step | p50 ms | p95 ms | p99 ms | error rate | passed |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for name, c in report["canary"].items():
+            cells = [name, *(str(c[k]) for k in ("p50_ms", "p95_ms", "p99_ms", "error_rate", "passed"))]
+            lines.append("| " + " | ".join(cells) + " |")
+    if report["stopped_at"]:
+        lines += ["", f"Stopped at **{report['stopped_at']}**."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(settings: Settings, report: dict[str, Any]) -> Path:
+    from cfops.deploy import write_artifact
+
+    path = write_artifact(settings, REPORT_JSON, report)
+    (settings.artifacts_dir / REPORT_MD).write_text(output.redact(markdown(report)), encoding="utf-8")
+    summary = settings.env.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with Path(summary).open("a", encoding="utf-8") as handle:
+            handle.write(output.redact(markdown(report)) + "\n")
+    return path
+
+
+def release(settings: Settings, options: Options) -> dict[str, Any]:
+    """Run one pipeline and write its report, also when it fails or is interrupted."""
+    ctx = prepare(settings, options)
+    steps = STEPS[options.pipeline](ctx)
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    started = time.perf_counter()
+    results: list[StepResult] = []
+    try:
+        execute(ctx, steps, results)
+    finally:
+        # Also on Ctrl-C / SIGTERM: the report says where the pipeline stopped.
+        report = summarize(ctx, results, started_at, time.perf_counter() - started)
+        write_report(settings, report)
+    return report
+
+
+# ------------------------------------------------------------------------------------------- command
+
+
+def _stages(text: str | None) -> tuple[float, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UsageError(f"--stages {text!r}: expected percentages like 10,50,100") from None
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = cli.parser("invoke release", __doc__)
+    parser.add_argument("pipeline", nargs="?", choices=PIPELINES, default="local")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan with the exact commands")
+    parser.add_argument("--skip-tests", action="store_true", help="leave the test suite out")
+    parser.add_argument("--allow-dirty", action="store_true", help="production: allow uncommitted changes")
+    parser.add_argument("--base-url", help="production: the native Worker's URL (IMMCAD_API_BASE_URL)")
+    parser.add_argument("--origin", help="proxy: the https container origin (IMMCAD_BACKEND_ORIGIN)")
+    parser.add_argument("--proxy-url", help="proxy: where the deployed proxy answers (IMMCAD_PROXY_URL)")
+    parser.add_argument("--stages", help="production: traffic percentages, e.g. 10,50,100")
+    parser.add_argument("--message", help="production: annotation of the new version")
+    args = parser.parse_args(argv)
+    settings = cli.settings_from_env()
+    options = Options(
+        pipeline=cast(Pipeline, args.pipeline),
+        dry_run=args.dry_run,
+        skip_tests=args.skip_tests,
+        allow_dirty=args.allow_dirty,
+        base_url=args.base_url,
+        origin=args.origin,
+        proxy_url=args.proxy_url,
+        stages=_stages(args.stages),
+        message=args.message,
+    )
+    report = release(settings, options)
+    path = settings.artifacts_dir / REPORT_JSON
+    verdict = f"release {report['pipeline']}: {report['result']}"
+    if report["versions"]["rolled_back_to"]:
+        verdict += f" (rolled back to {report['versions']['rolled_back_to']})"
+    if report["stopped_at"]:
+        verdict += f" at {report['stopped_at']}"
+    output.echo(f"report: {path} and {REPORT_MD}", style="dim")
+    if report["result"] in {"passed", "dry-run"}:
+        output.success(verdict)
+        return 0
+    output.error(verdict)
+    return 1
+
+
+if __name__ == "__main__":
+    cli.run_main(main)

@@ -1,0 +1,255 @@
+"""The release pipeline engine (steps, failure policy, report) and the invoke tasks over it."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+import tasks
+from invoke.context import MockContext
+from invoke.exceptions import Exit
+from invoke.runners import Result
+
+from cfops import cli, release
+from cfops.config import Settings, load_settings
+from cfops.errors import UsageError
+from cfops.release import Context, Options, Step, StepResult
+
+
+def nox_command(*args: str) -> str:
+    return shlex.join([sys.executable, "-m", "nox", *args])
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        (lambda c: tasks.release(c), ["-s", "release", "--", "local"]),
+        (
+            lambda c: tasks.release(c, target="production", dry_run=True, allow_dirty=True, stages="10,100"),
+            ["-s", "release", "--", "production", "--dry-run", "--allow-dirty", "--stages", "10,100"],
+        ),
+        (
+            lambda c: tasks.release(c, skip_tests=True, base_url="https://w.example.workers.dev"),
+            ["-s", "release", "--", "local", "--skip-tests", "--base-url", "https://w.example.workers.dev"],
+        ),
+        (
+            lambda c: tasks.release_proxy(c, origin="https://origin.example.com", dry_run=True),
+            ["-s", "release", "--", "proxy", "--origin", "https://origin.example.com", "--dry-run"],
+        ),
+        (
+            lambda c: tasks.rollback(c, version="v-1"),
+            ["-s", "rollback", "--", "--worker", "native", "--version", "v-1"],
+        ),
+        (lambda c: tasks.status(c), ["-s", "status"]),
+        (lambda c: tasks.check(c), ["-s", "lint", "tests", "preflight"]),
+    ],
+)
+def test_tasks_run_exactly_these_nox_commands(call: object, expected: list[str]) -> None:
+    command = nox_command(*expected)
+    context = MockContext(run={command: Result(exited=0)})  # any other command raises
+    call(context)  # type: ignore[operator]
+    assert context.run.call_count == 1  # type: ignore[attr-defined]
+
+
+def test_a_failing_session_exits_the_task_with_its_own_code() -> None:
+    context = MockContext(run={nox_command("-s", "release", "--", "bogus"): Result(exited=2)})
+    with pytest.raises(Exit) as info:
+        tasks.release(context, target="bogus")
+    assert info.value.code == 2
+
+
+def test_the_collection_exposes_the_pipeline_tasks() -> None:
+    names = set(tasks.ns.task_names)
+    assert {"release", "release-proxy", "rollback", "status", "check"} <= names
+
+
+# ------------------------------------------------------------------------------------ the engine
+
+
+@pytest.fixture
+def settings(project: Path) -> Settings:
+    return load_settings(project, {})
+
+
+def py(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def run_steps(
+    settings: Settings, steps: list[Step], *, dry_run: bool = False, rollback_to: str | None = None
+) -> tuple[Context, list[StepResult]]:
+    ctx = Context(settings=settings, options=Options(pipeline="local", dry_run=dry_run))
+    ctx.rollback_to = rollback_to
+    results: list[StepResult] = []
+    release.execute(ctx, steps, results)
+    return ctx, results
+
+
+def test_steps_run_in_order_and_stop_at_the_first_failure(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    marker = settings.root / "ran"
+    steps = [
+        Step("first", lambda ctx: py("print('one')")),
+        Step("skipped one", lambda ctx: py("raise SystemExit(3)"), skip=lambda ctx: "not needed"),
+        Step(
+            "breaks",
+            lambda ctx: py("import sys; print('error: the thing broke', file=sys.stderr); sys.exit(1)"),
+        ),
+        Step("never", lambda ctx: py(f"open({str(marker)!r}, 'w')")),
+    ]
+    _, results = run_steps(settings, steps)
+    assert [(r.name, r.status) for r in results] == [
+        ("first", "ok"),
+        ("skipped one", "skipped"),
+        ("breaks", "failed"),
+        ("never", "not run"),
+    ]
+    assert results[0].detail == "one"
+    assert results[2].detail == "error: the thing broke"
+    assert not marker.exists()
+    out = capsys.readouterr().out
+    assert "✓ first" in out and "✗ breaks" in out and "– skipped one" in out
+
+
+def test_a_failure_after_the_upload_rolls_back(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = settings.root / "rolled-back"
+    monkeypatch.setattr(
+        release, "rollback_command", lambda ctx, failed: py(f"open({str(marker)!r}, 'w').write({failed!r})")
+    )
+    ctx, results = run_steps(
+        settings, [Step("canary", lambda ctx: py("raise SystemExit(1)"))], rollback_to="v-old"
+    )
+    assert [(r.name, r.status) for r in results] == [("canary", "failed"), ("rollback", "ok")]
+    assert marker.read_text() == "canary"
+    assert ctx.values["rolled_back_to"] == "v-old"
+
+
+def test_a_failed_rollback_is_reported_loudly(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(release, "rollback_command", lambda ctx, failed: py("raise SystemExit(1)"))
+    _, results = run_steps(
+        settings, [Step("canary", lambda ctx: py("raise SystemExit(1)"))], rollback_to="v-old"
+    )
+    assert results[-1].status == "failed"
+    assert "ROLLBACK FAILED" in results[-1].detail
+
+
+def test_without_an_upload_there_is_no_rollback(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(release, "rollback_command", lambda ctx, failed: pytest.fail("must not roll back"))
+    _, results = run_steps(settings, [Step("secrets", lambda ctx: py("raise SystemExit(1)"))])
+    assert [r.status for r in results] == ["failed"]
+
+
+def test_dry_run_plans_instead_of_running(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    marker = settings.root / "ran"
+    steps = [
+        Step(
+            "deploy",
+            lambda ctx: py(f"open({str(marker)!r}, 'w')"),
+            dry_command=lambda ctx: py("print('bundled')"),
+        ),
+        Step("promote", lambda ctx: ["python", "-m", "cfops.promote", "--new", release.NEW]),
+    ]
+    _, results = run_steps(settings, steps, dry_run=True)
+    assert [r.status for r in results] == ["ok", "planned"]
+    assert not marker.exists()
+    assert "· promote: python -m cfops.promote --new NEW_VERSION_ID" in capsys.readouterr().out
+
+
+def test_the_report_is_json_markdown_and_step_summary(settings: Settings, tmp_path: Path) -> None:
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier\n")
+    settings = Settings(**{**settings.__dict__, "env": {"GITHUB_STEP_SUMMARY": str(summary)}})
+    ctx, results = run_steps(
+        settings,
+        [Step("a", lambda ctx: py("print('fine')")), Step("b", lambda ctx: py("raise SystemExit(1)"))],
+    )
+    ctx.canary["canary"] = {
+        "p50_ms": 1,
+        "p95_ms": 2,
+        "p99_ms": 3,
+        "error_rate": 0.0,
+        "passed": True,
+        "requests": 20,
+    }
+    data = release.summarize(ctx, results, "2026-11-28T00:00:00+00:00", 1.5)
+    release.write_report(settings, data)
+    written = json.loads((settings.artifacts_dir / "release.json").read_text())
+    assert written["result"] == "failed" and written["stopped_at"] == "b"
+    assert [s["status"] for s in written["steps"]] == ["ok", "failed"]
+    markdown = (settings.artifacts_dir / "release.md").read_text()
+    assert "| ✓ | a |" in markdown and "| ✗ | b |" in markdown
+    assert "| canary | 1 | 2 | 3 | 0.0 | True |" in markdown
+    assert summary.read_text().startswith("earlier\n## Release `local`: failed")
+
+
+@pytest.mark.parametrize(
+    ("options", "environ", "message"),
+    [
+        (Options(pipeline="production"), {}, "the canary needs the native Worker's URL"),
+        (
+            Options(pipeline="production", base_url="https://w.example.dev", stages=(50, 10, 100)),
+            {},
+            "must rise to 100",
+        ),
+        (
+            Options(pipeline="production", base_url="https://w.example.dev", stages=(10, 50)),
+            {},
+            "must rise to 100",
+        ),
+        (Options(pipeline="production", base_url="https://w.example.dev"), {}, "CLOUDFLARE_API_TOKEN"),
+        (Options(pipeline="proxy", origin="http://origin.example.com"), {}, "https"),
+    ],
+)
+def test_bad_input_is_refused_before_any_step(
+    project: Path, options: Options, environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(UsageError, match=message):
+        release.prepare(load_settings(project, environ), options)
+
+
+def test_bad_flags_are_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(release.main, ["staging"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "invalid choice: 'staging'" in err
+
+
+def test_the_repository_workflows_are_pinned_least_privileged_and_call_what_exists(tmp_path: Path) -> None:
+    import re
+    import subprocess
+
+    import yaml
+
+    from tests.conftest import REPO, clean_env
+
+    workflows = sorted((REPO / ".github" / "workflows").glob("*.yml"))
+    assert {w.name for w in workflows} == {
+        "ci.yml",
+        "cloudflare-backend-native-deploy.yml",
+        "cloudflare-backend-proxy-deploy.yml",
+    }
+    for path in workflows:
+        data = yaml.safe_load(path.read_text())
+        assert data["permissions"] == {"contents": "read"}, path.name
+        assert data["concurrency"]["group"], path.name
+        for job in data["jobs"].values():
+            for step in job["steps"]:
+                if "uses" in step:
+                    assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), step["uses"]
+    native = (REPO / ".github/workflows/cloudflare-backend-native-deploy.yml").read_text()
+    assert "python -m invoke release --target production" in native
+    # the preflight check of workflows passes on them
+    proc = subprocess.run(
+        [sys.executable, "-m", "cfops.preflight", "--only", "workflows"],
+        cwd=REPO,
+        env=clean_env(CFOPS_ARTIFACTS_DIR=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    finding = json.loads((tmp_path / "preflight.json").read_text())["findings"][0]
+    assert finding["id"] == "workflows" and finding["status"] == "pass"
