@@ -10,7 +10,6 @@ of the last real deploy is never overwritten by anything else).
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 import shutil
 import time
@@ -25,6 +24,7 @@ from cfops import cli, output
 from cfops.config import NativeRunner, Settings
 from cfops.dev import pywrangler_problem
 from cfops.errors import CfopsError, CheckFailed, CommandFailed, ConfigError, MissingToolError, UsageError
+from cfops.report import write_json
 from cfops.sync import sync
 from cfops.wrangler import (
     NOT_FOUND_CODE,
@@ -301,24 +301,9 @@ class RollbackResult:
     duration: float
 
 
-def _redacted(value: Any) -> Any:
-    if isinstance(value, str):
-        return output.redact(value)
-    if isinstance(value, dict):
-        return {k: _redacted(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_redacted(v) for v in value]
-    return value
-
-
 def write_artifact(settings: Settings, filename: str, data: dict[str, Any]) -> Path:
-    """Write a JSON artifact atomically (a reader never sees half a file), every string redacted."""
-    settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
-    path = settings.artifacts_dir / filename
-    staged = path.with_name(f".{path.name}.tmp")
-    staged.write_text(json.dumps(_redacted(data), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    staged.replace(path)
-    return path
+    """Write ``artifacts/<filename>`` (atomically, every string redacted)."""
+    return write_json(settings.artifacts_dir / filename, data)
 
 
 def artifact_name(worker: Worker, *, dry_run: bool = False, failed: bool = False) -> str:

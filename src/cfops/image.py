@@ -13,7 +13,6 @@ import collections
 import dataclasses
 import json
 import re
-import tempfile
 import time
 import tomllib
 import uuid
@@ -37,6 +36,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from cfops import cli, output, procs
 from cfops.config import ImageTarget, Settings, is_secret_name
 from cfops.errors import CommandFailed, ConfigError, MissingToolError, ServiceError, UsageError
+from cfops.report import write_json
 from cfops.sync import sync
 
 Which = Literal["spike", "origin"]
@@ -776,14 +776,8 @@ def _raise_build_error(log: BuildLog, python_image: str) -> None:
 
 
 def write_report(report: ImageReport) -> Path:
-    """Write the report atomically: a failure never leaves a half-written artifact."""
-    path = report.artifact
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = output.redact(json.dumps(report.to_json(), indent=2, sort_keys=True, default=str)) + "\n"
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        handle.write(text)
-    Path(handle.name).replace(path)
-    return path
+    """Write the report (atomically, redacted): a failure never leaves a half-written artifact."""
+    return write_json(report.artifact, report.to_json())
 
 
 # ---------------------------------------------------------------------------------------------- run

@@ -28,13 +28,14 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, cast
 
 from cfops import cli, output, procs
+from cfops import report as artifacts
 from cfops.config import Settings, with_deferred_env
 from cfops.errors import CfopsError, UsageError
 from cfops.wrangler import require_credentials
@@ -102,6 +103,9 @@ class Step:
     env: Callable[[Context], dict[str, str]] = lambda ctx: {}
     # The services started so far have served their purpose once this step is done: stop them.
     closes_services: bool = False
+    # The artifact the command writes: removed before it runs (a stale one must never be read), and read
+    # by ``after`` even when the step fails (a failed canary's numbers belong in the report).
+    artifact: str | None = None
 
 
 @dataclass
@@ -162,7 +166,7 @@ def _perf_step(
         }
         return f"p95 {latency.get('p95', '?')} ms over {ctx.canary[name]['requests']} requests"
 
-    return Step(name, command, after=after, env=_local_token, closes_services=closes)
+    return Step(name, command, after=after, env=_local_token, closes_services=closes, artifact=artifact)
 
 
 def _local_token(ctx: Context) -> dict[str, str]:
@@ -446,6 +450,8 @@ def execute(ctx: Context, steps: list[Step], results: list[StepResult]) -> None:
                     output.echo(f"{SYMBOL['planned']} {step.name}: {result.command}")
                     continue
                 output.echo(f"▶ {step.name}: {result.command}", style="bold")
+                if step.artifact:
+                    ctx.artifact(step.artifact).unlink(missing_ok=True)
                 if step.service_url is not None:
                     _start_service(ctx, argv, step)
                     result.detail = f"serving {step.service_url(ctx)}"
@@ -462,6 +468,9 @@ def execute(ctx: Context, steps: list[Step], results: list[StepResult]) -> None:
             except CfopsError as exc:
                 result.status, result.detail = "failed", str(exc)
                 failed = result
+                if step.artifact and ctx.artifact(step.artifact).is_file():
+                    with suppress(CfopsError):
+                        step.after(ctx)
             finally:
                 result.duration = round(time.perf_counter() - started, 3)
             _line(result)
@@ -573,14 +582,10 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def write_report(settings: Settings, report: dict[str, Any]) -> Path:
-    from cfops.deploy import write_artifact
-
-    path = write_artifact(settings, REPORT_JSON, report)
-    (settings.artifacts_dir / REPORT_MD).write_text(output.redact(markdown(report)), encoding="utf-8")
-    summary = settings.env.get("GITHUB_STEP_SUMMARY")
-    if summary:
-        with Path(summary).open("a", encoding="utf-8") as handle:
-            handle.write(output.redact(markdown(report)) + "\n")
+    text = output.redact(markdown(report))
+    path = artifacts.write_json(settings.artifacts_dir / REPORT_JSON, report)
+    artifacts.write_text(settings.artifacts_dir / REPORT_MD, text)
+    artifacts.append_step_summary(settings.env, text)
     return path
 
 

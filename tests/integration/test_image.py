@@ -351,7 +351,8 @@ def test_interrupted_build_leaves_no_container_and_no_layers(mini: Path, engine:
     try:
         # the slow step is running (its own output, not the echoed instruction, says so)
         _wait_for(lambda: f"42-{marker}" in log.read_text(), 120, "the slow RUN step to start")
-        assert [c for c in engine.api.containers() if marker in str(c.get("Command"))], "no build container"
+        running = [c for c in engine.api.containers() if marker in str(c.get("Command"))]
+        assert running, f"no build container; cfops exited {proc.poll()} after:\n{log.read_text()[-3000:]}"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 130, log.read_text()
     finally:

@@ -197,6 +197,9 @@ def test_a_canary_that_breaches_p95_rolls_back(
     assert deployments(cloudflare_api)[-2:] == [{new: 0.0, old: 100.0}, {old: 100.0}]
     assert cloudflare_api.script(NATIVE).current().traffic() == {old: 100.0}
     assert "p95" in next(s["detail"] for s in data["steps"] if s["name"] == "canary (new version only)")
+    # the failed canary's numbers are in the report: that is why it failed
+    assert data["canary"]["canary (new version only)"]["passed"] is False
+    assert data["canary"]["canary (new version only)"]["p95_ms"] >= 300
     assert f"rolled back to {old}" in proc.stderr
     assert_no_token(proc, release_project)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cfops import output
+from cfops import report as artifacts
 from cfops.errors import UsageError
 from cfops.perf.config import RunConfig
 from cfops.perf.load import RunResult
@@ -330,13 +331,8 @@ def build_report(
 
 
 def write_json(report: Report, path: Path) -> Path:
-    """Write the artifact atomically: a reader never sees half a file, a failure keeps the old one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = output.redact(json.dumps(report.to_dict(), indent=2, ensure_ascii=False)) + "\n"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    """Write the artifact (atomically, redacted): a failure keeps the previous one."""
+    return artifacts.write_json(path, report.to_dict())
 
 
 def histogram_lines(report: Report) -> list[str]:
@@ -435,10 +431,4 @@ def markdown(report: Report) -> str:
 
 
 def write_step_summary(report: Report, env: Mapping[str, str]) -> Path | None:
-    target = env.get("GITHUB_STEP_SUMMARY")
-    if not target:
-        return None
-    path = Path(target)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(markdown(report))
-    return path
+    return artifacts.append_step_summary(env, markdown(report))

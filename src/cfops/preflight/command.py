@@ -19,6 +19,7 @@ from cfops.errors import CfopsError
 from cfops.preflight import report as reporting
 from cfops.preflight.model import Context, Finding, Target, Toolchain
 from cfops.preflight.runner import CHECKS, run_checks, select
+from cfops.report import append_step_summary, write_json
 
 ARTIFACT = "preflight.json"
 
@@ -72,17 +73,15 @@ def main(argv: Sequence[str]) -> int:
     )
     artifact = settings.artifacts_dir / ARTIFACT
     try:
-        reporting.write_json(artifact, reporting.to_json(report))
+        write_json(artifact, reporting.to_json(report))
     except OSError as exc:
         raise CfopsError(
             f"cannot write {artifact}: {exc.strerror or exc}; check CFOPS_ARTIFACTS_DIR"
         ) from None
-    summary_path = settings.env.get("GITHUB_STEP_SUMMARY")
-    if summary_path:
-        try:
-            reporting.append_step_summary(summary_path, reporting.markdown(report))
-        except OSError as exc:
-            output.warn(f"cannot append to GITHUB_STEP_SUMMARY ({summary_path}): {exc.strerror or exc}")
+    try:
+        append_step_summary(settings.env, reporting.markdown(report))
+    except OSError as exc:
+        output.warn(f"cannot append to GITHUB_STEP_SUMMARY: {exc.strerror or exc}")
     reporting.print_report(
         report, artifact.relative_to(settings.root) if artifact.is_relative_to(settings.root) else artifact
     )

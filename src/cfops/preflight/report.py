@@ -6,17 +6,14 @@ Every string passes through output.redact on its way out, so a secret value that
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cfops import output
 from cfops.preflight.model import RANK, Finding, Status, kib
+from cfops.report import redacted
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -63,16 +60,6 @@ class Report:
         return f"preflight {self.status}: {counts} in {self.wall_seconds:.1f} s ({run})"
 
 
-def _redacted(value: Any) -> Any:
-    if isinstance(value, str):
-        return output.redact(value)
-    if isinstance(value, Mapping):
-        return {str(k): _redacted(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_redacted(v) for v in value]
-    return value
-
-
 def to_json(report: Report) -> dict[str, Any]:
     body = {
         "version": 1,
@@ -97,22 +84,8 @@ def to_json(report: Report) -> dict[str, Any]:
             for f in report.findings
         ],
     }
-    redacted: dict[str, Any] = _redacted(body)
-    return redacted
-
-
-def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write ``path`` atomically: a reader never sees half a report, and a failure keeps the old one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False)
-            handle.write("\n")
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    clean: dict[str, Any] = redacted(body)
+    return clean
 
 
 def _measure_cell(finding: Finding) -> str:
@@ -203,8 +176,3 @@ def markdown(report: Report) -> str:
         lines += [f"- {_cell(d)}" for d in f.details[:30]]
         lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
-
-
-def append_step_summary(path: str, text: str) -> None:
-    with Path(path).open("a", encoding="utf-8") as handle:
-        handle.write(text + "\n")
