@@ -42,10 +42,11 @@ def main(func: Callable[[Sequence[str]], int], argv: Sequence[str] | None = None
         output.error(str(exc))
         return exc.exit_code
     except Terminated:
-        output.error("terminated; everything started was stopped")
+        # Being stopped is not an error of the command's own: say so without the error prefix.
+        output.warn("terminated; everything started was stopped")
         return 143
     except KeyboardInterrupt:
-        output.error("interrupted; everything started was stopped")
+        output.warn("interrupted; everything started was stopped")
         return 130
 
 

@@ -156,6 +156,8 @@ def test_native_bundle_measures_what_a_deploy_uploads(
         p
         for p in src.rglob("*")
         if p.is_file() and p.suffix in {".py", ".json", ".yaml"} and "__pycache__" not in p.parts
+        # the proxy's allowlist sits in src/ too, outside the native Worker's data rules
+        and p.name != "allowlist.json"
     ]
     assert finding["measured"]["file_count"] == len(expected)
     assert finding["measured"]["raw_bytes"] == sum(p.stat().st_size for p in expected)
@@ -163,6 +165,7 @@ def test_native_bundle_measures_what_a_deploy_uploads(
     largest = [f["path"] for f in finding["measured"]["largest_files"]]
     assert largest[0] == "immcad_api/main.py" and len(largest) == 5
     assert "worker.ts" not in json.dumps(finding)  # not a module of the Python Worker
+    assert "allowlist.json" not in json.dumps(finding)
     # fastapi and pyyaml are not vendored (no python_modules/): a warning with the source-only size
     assert finding["status"] == "warn"
     assert "source-only size: fastapi, pyyaml not vendored" in finding["message"]
