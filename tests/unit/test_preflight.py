@@ -155,7 +155,9 @@ def test_native_bundle_measures_what_a_deploy_uploads(
     expected = [
         p
         for p in src.rglob("*")
-        if p.is_file() and p.suffix in {".py", ".json", ".yaml"} and "__pycache__" not in p.parts
+        if p.is_file()
+        and p.suffix in {".py", ".json", ".yaml"}
+        and "__pycache__" not in p.parts
         # the proxy's allowlist sits in src/ too, outside the native Worker's data rules
         and p.name != "allowlist.json"
     ]
