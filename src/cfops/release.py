@@ -60,6 +60,10 @@ NEW, OLD = "NEW_VERSION_ID", "PREVIOUS_VERSION_ID"
 class StepFailed(CfopsError):
     """A step's command failed; the message is its last meaningful output line."""
 
+    def __init__(self, message: str, *, returncode: int | None = None) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+
 
 @dataclass(frozen=True, kw_only=True)
 class Options:
@@ -103,6 +107,9 @@ class Step:
     env: Callable[[Context], dict[str, str]] = lambda ctx: {}
     # The services started so far have served their purpose once this step is done: stop them.
     closes_services: bool = False
+    # A missing prerequisite (the command exits 2: no engine, no base image) skips the step with a
+    # warning instead of failing the pipeline; a real failure (exit 1) still fails it.
+    optional: bool = False
     # The artifact the command writes: removed before it runs (a stale one must never be read), and read
     # by ``after`` even when the step fails (a failed canary's numbers belong in the report).
     artifact: str | None = None
@@ -216,7 +223,12 @@ def local_steps(ctx: Context) -> list[Step]:
         Step("sync", lambda ctx: cfops("sync")),
         _preflight_step("--target", "local"),
         _tests_step(),
-        Step("spike image", lambda ctx: cfops("image", "spike", "--no-sync", "--run"), skip=no_engine),
+        Step(
+            "spike image",
+            lambda ctx: cfops("image", "spike", "--no-sync", "--run"),
+            skip=no_engine,
+            optional=True,
+        ),
         Step(
             "local stack",
             lambda ctx: cfops("proxy", "--port", str(port), "--backend-port", str(backend_port), "--no-sync"),
@@ -403,7 +415,7 @@ def _run_command(ctx: Context, argv: list[str], step: Step) -> str:
         timeout=ctx.settings.release.step_timeout,
     )
     if result.returncode != 0:
-        raise StepFailed(_failure_line(result))
+        raise StepFailed(_failure_line(result), returncode=result.returncode)
     lines = [line.strip() for line in procs.tail_lines(result.stdout, 5).splitlines() if line.strip()]
     return lines[-1] if lines else ""
 
@@ -466,11 +478,16 @@ def execute(ctx: Context, steps: list[Step], results: list[StepResult]) -> None:
                 _roll_back(ctx, results, step.name, interrupted=True)
                 raise
             except CfopsError as exc:
-                result.status, result.detail = "failed", str(exc)
-                failed = result
-                if step.artifact and ctx.artifact(step.artifact).is_file():
-                    with suppress(CfopsError):
-                        step.after(ctx)
+                code = exc.returncode if isinstance(exc, StepFailed) else None
+                if step.optional and code == 2:
+                    result.status, result.detail = "skipped", str(exc)
+                    output.warn(f"{step.name} skipped: {exc}")
+                else:
+                    result.status, result.detail = "failed", str(exc)
+                    failed = result
+                    if step.artifact and ctx.artifact(step.artifact).is_file():
+                        with suppress(CfopsError):
+                            step.after(ctx)
             finally:
                 result.duration = round(time.perf_counter() - started, 3)
             _line(result)

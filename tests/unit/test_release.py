@@ -253,3 +253,21 @@ def test_the_repository_workflows_are_pinned_least_privileged_and_call_what_exis
     assert proc.returncode == 0, proc.stdout + proc.stderr
     finding = json.loads((tmp_path / "preflight.json").read_text())["findings"][0]
     assert finding["id"] == "workflows" and finding["status"] == "pass"
+
+
+def test_an_optional_step_skips_on_a_missing_prerequisite_but_fails_on_a_real_failure(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = "import sys; print('error: no base image here', file=sys.stderr); sys.exit(2)"
+    _, results = run_steps(
+        settings,
+        [Step("image", lambda ctx: py(missing), optional=True), Step("next", lambda ctx: py("print('on')"))],
+    )
+    assert [(r.name, r.status) for r in results] == [("image", "skipped"), ("next", "ok")]
+    assert "image skipped: error: no base image here" in capsys.readouterr().err
+    broken = "import sys; print('error: RUN step 3 failed', file=sys.stderr); sys.exit(1)"
+    _, results = run_steps(
+        settings,
+        [Step("image", lambda ctx: py(broken), optional=True), Step("next", lambda ctx: py("print('on')"))],
+    )
+    assert [(r.name, r.status) for r in results] == [("image", "failed"), ("next", "not run")]
