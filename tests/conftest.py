@@ -92,6 +92,36 @@ def worker_project(tmp_path: Path, node_modules: Path) -> Path:
     return root
 
 
+# Variables that change what cfops or the backend do. Tests must not depend on the shell that runs them
+# (a developer's IMMCAD_API_BASE_URL, or the release pipeline running this suite with CFOPS_ROOT set),
+# so each test starts without them; tests that need one set it themselves.
+_OWN_PREFIXES = ("CFOPS_", "IMMCAD_", "CLOUDFLARE_", "WRANGLER_")
+_OWN_NAMES = {
+    "REQUESTS",
+    "CONCURRENCY",
+    "MAX_P95_SECONDS",
+    "MAX_P99_SECONDS",
+    "MAX_ERROR_RATE",
+    "CHAT_PATH",
+    "ENVIRONMENT",
+    "API_BEARER_TOKEN",
+    "GEMINI_API_KEY",
+    "CANLII_API_KEY",
+    "REDIS_URL",
+    "BACKEND_ORIGIN",
+    "GITHUB_STEP_SUMMARY",
+}
+# How the suite itself is run (CI's engine requirement) stays.
+_KEEP = {"CFOPS_REQUIRE_DOCKER"}
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name not in _KEEP and (name.startswith(_OWN_PREFIXES) or name in _OWN_NAMES):
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture(autouse=True)
 def _reset_redaction() -> Iterator[None]:
     yield
@@ -99,10 +129,12 @@ def _reset_redaction() -> Iterator[None]:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The test process's environment minus anything that would change the backend's behaviour."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("IMMCAD_", "CFOPS_"))}
-    for name in ("ENVIRONMENT", "API_BEARER_TOKEN", "GEMINI_API_KEY"):
-        env.pop(name, None)
+    """The test process's environment minus anything that would change cfops's or the backend's behaviour."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k in _KEEP or not (k.startswith(_OWN_PREFIXES) or k in _OWN_NAMES)
+    }
     env.update(extra)
     return env
 

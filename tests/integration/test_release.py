@@ -347,8 +347,8 @@ def test_local_rehearsal_from_invoke_lists_every_step(tmp_path: Path) -> None:
     steps = statuses(data)
     engine = os.environ.get("CFOPS_REQUIRE_DOCKER") == "1"
     assert steps["spike image"] == ("ok" if engine else steps["spike image"])
-    if steps["spike image"] == "skipped":
-        assert "spike image skipped: no Docker Engine answers" in proc.stderr
+    if steps["spike image"] == "skipped":  # no engine, or no base image to build on: said, not hidden
+        assert "spike image skipped: " in proc.stderr
     assert all(steps[n] == "ok" for n in names if n not in {"tests", "spike image"})
     assert steps["tests"] == "skipped"
     assert data["canary"]["perf smoke through the proxy"]["passed"] is True
