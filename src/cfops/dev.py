@@ -94,6 +94,12 @@ def dev_bindings(settings: Settings, extra: Mapping[str, str] | None = None) -> 
     return bindings
 
 
+def local_bearer_token(settings: Settings) -> str | None:
+    """The bearer token the local backend will require (from .dev.vars or the dev vars), if any."""
+    bindings = dev_bindings(settings)
+    return bindings.get("IMMCAD_API_BEARER_TOKEN") or bindings.get("API_BEARER_TOKEN") or None
+
+
 @contextmanager
 def native_backend(
     settings: Settings,

@@ -180,10 +180,9 @@ def _local_token(ctx: Context) -> dict[str, str]:
     """The local stack serves .dev.vars: its bearer token goes to the perf child by environment."""
     if ctx.options.pipeline != "local":
         return {}
-    from cfops.dev import dev_bindings
+    from cfops.dev import local_bearer_token
 
-    bindings = dev_bindings(ctx.settings)
-    token = bindings.get("IMMCAD_API_BEARER_TOKEN") or bindings.get("API_BEARER_TOKEN")
+    token = local_bearer_token(ctx.settings)
     return {"IMMCAD_API_BEARER_TOKEN": token} if token else {}
 
 

@@ -65,7 +65,7 @@ def _excluded(rel: Path, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatch(part, pattern) for part in rel.parts for pattern in patterns)
 
 
-def _walk(base: Path, patterns: Sequence[str]) -> Iterator[Path]:
+def walk_files(base: Path, patterns: Sequence[str]) -> Iterator[Path]:
     """Files under ``base`` (or ``base`` itself if it is a file), minus excluded names."""
     if base.is_file():
         yield base
@@ -110,7 +110,7 @@ def desired_files(settings: Settings) -> dict[Path, Path]:
         if entry.source.is_file():
             wanted[entry.dest] = entry.source
             continue
-        for src in _walk(entry.source, patterns):
+        for src in walk_files(entry.source, patterns):
             wanted[entry.dest / src.relative_to(entry.source)] = src
     return wanted
 
@@ -140,7 +140,7 @@ def check(settings: Settings) -> Drift:
     extra = []
     for entry in settings.sync.map:
         if entry.dest.is_dir():
-            extra += [_rel(p, root) for p in _walk(entry.dest, settings.sync.exclude) if p not in wanted]
+            extra += [_rel(p, root) for p in walk_files(entry.dest, settings.sync.exclude) if p not in wanted]
     manifest = settings.sync.manifest
     if not manifest.is_file():
         missing.append(_rel(manifest, root))

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cfops import cli, output, procs
 from cfops.config import Settings
-from cfops.dev import dev_bindings, native_backend
+from cfops.dev import local_bearer_token, native_backend
 from cfops.errors import UsageError
 from cfops.perf.config import ENGINES, RunConfig, resolve
 from cfops.perf.load import ProgressSink, generate
@@ -109,8 +109,7 @@ def embedded_backend(settings: Settings, config: RunConfig) -> Iterator[tuple[st
     extra = {"IMMCAD_API_BEARER_TOKEN": config.bearer_token} if config.bearer_token else None
     if not config.bearer_token:
         # A token in backend-cloudflare/.dev.vars makes the local backend require it: send it.
-        local = dev_bindings(settings)
-        token = local.get("IMMCAD_API_BEARER_TOKEN") or local.get("API_BEARER_TOKEN")
+        token = local_bearer_token(settings)
         if token:
             output.add_secrets([token])
             config = dataclasses.replace(config, bearer_token=token)

@@ -15,10 +15,9 @@ from typing import Any
 from cfops import procs
 from cfops.errors import ConfigError
 from cfops.preflight.model import Context, Finding, Outcome, kib
-from cfops.sync import _walk as walk_files
+from cfops.sync import walk_files
 from cfops.wrangler import QUIET_ENV, read_config
 
-WRANGLER_ENV = QUIET_ENV
 # Modules wrangler collects next to a Worker's main by default (its default module rules + Python).
 DEFAULT_MODULE_GLOBS = ("**/*.py", "**/*.txt", "**/*.html", "**/*.sql", "**/*.bin", "**/*.wasm")
 VENDOR_DIR = "python_modules"
@@ -129,7 +128,7 @@ def proxy_bundle(ctx: Context) -> Finding:
         result = ctx.run(
             [wrangler, "deploy", "--dry-run", "--outdir", outdir, "--config", config],
             cwd=config.parent,
-            env=WRANGLER_ENV,
+            env=QUIET_ENV,
             what="wrangler deploy --dry-run",
         )
         out.measured["command"] = f"wrangler deploy --dry-run --outdir <tmp> --config {ctx.rel(config)}"
@@ -272,7 +271,7 @@ def startup(ctx: Context) -> Finding:
         result = ctx.run(
             [wrangler, "check", "startup", f"--args=--config={config.name}", "--outfile", profile_path],
             cwd=config.parent,
-            env=WRANGLER_ENV,
+            env=QUIET_ENV,
             what="wrangler check startup",
         )
         out.measured["command"] = f"wrangler check startup --args=--config={config.name}"

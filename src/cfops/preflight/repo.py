@@ -9,8 +9,9 @@ import shutil
 
 from cfops import sync as sync_module
 from cfops.errors import ConfigError, MissingToolError
-from cfops.preflight.bundles import WRANGLER_ENV, wrangler_error
+from cfops.preflight.bundles import wrangler_error
 from cfops.preflight.model import Context, Finding, Outcome, skipped
+from cfops.wrangler import QUIET_ENV
 
 # ------------------------------------------------------------------------------------------- sync
 
@@ -164,7 +165,7 @@ def tooling(ctx: Context) -> Finding:
         result = ctx.run(
             [wrangler, "whoami"],
             cwd=settings.worker_dir,
-            env={**WRANGLER_ENV, **credentials},
+            env={**QUIET_ENV, **credentials},
             timeout=60,
             what="wrangler whoami",
         )
