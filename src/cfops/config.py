@@ -221,6 +221,7 @@ class ImageSettings:
 
 
 BackendMode = Literal["proxy", "native"]
+PreflightCachePolicy = Literal["reuse", "same-commit", "off"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -275,6 +276,13 @@ class PreflightSettings:
     first_party_action_owners: tuple[str, ...] = ("actions", "github")
     # Upper bound for each external command a check runs (wrangler, git, node).
     command_timeout: float = 180.0
+    # Reuse of the expensive checks' findings while nothing they read changed (cfops.preflight.cache):
+    # reuse | same-commit (also only from a run at the current commit) | off. A run takes the strictest
+    # of `cache`, `cache_ci` when CI is set, and `cache_production` with --target production.
+    cache: PreflightCachePolicy = field(default="reuse", metadata=from_env("CFOPS_PREFLIGHT_CACHE"))
+    cache_ci: PreflightCachePolicy = "same-commit"
+    cache_production: PreflightCachePolicy = "same-commit"
+    cache_file: Path = Path(".cfops-cache/preflight.json")
 
 
 NativeRunner = Literal["auto", "pywrangler", "wrangler"]
