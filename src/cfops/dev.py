@@ -19,7 +19,7 @@ from typing import Literal, cast
 
 from dotenv import dotenv_values
 
-from cfops import cli, output, procs
+from cfops import cli, cloudflare, output, procs
 from cfops.config import Runtime, Settings, is_secret_name
 from cfops.devserver import BINDINGS_ENV
 from cfops.errors import MissingToolError
@@ -97,7 +97,7 @@ def dev_bindings(settings: Settings, extra: Mapping[str, str] | None = None) -> 
 def local_bearer_token(settings: Settings) -> str | None:
     """The bearer token the local backend will require (from .dev.vars or the dev vars), if any."""
     bindings = dev_bindings(settings)
-    return bindings.get("IMMCAD_API_BEARER_TOKEN") or bindings.get("API_BEARER_TOKEN") or None
+    return cloudflare.bearer_token(bindings)
 
 
 @contextmanager
