@@ -23,12 +23,12 @@ from urllib.parse import urlsplit
 from cfops import cli, output
 from cfops.cloudflare import NOT_FOUND_CODE
 from cfops.config import NativeRunner, Settings
-from cfops.dev import pywrangler_problem
 from cfops.errors import CfopsError, CheckFailed, CommandFailed, ConfigError, MissingToolError, UsageError
 from cfops.report import write_json
 from cfops.sync import sync
 from cfops.wrangler import (
     WranglerFailed,
+    pywrangler_problem,
     read_config,
     require_credentials,
     run_wrangler,

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 import tomllib
 from collections.abc import Sequence
@@ -84,6 +85,27 @@ def ensure_node_toolchain(settings: Settings) -> Path:
         procs.run([npm, "ci", "--no-audit", "--no-fund"], cwd=package_dir, timeout=600, what="npm ci")
         marker.write_text(digest + "\n")
     return modules / ".bin"
+
+
+# pywrangler's reachability probes are short: a missing network must not stall a command that falls back.
+_PROBE_TIMEOUT = 2.0
+
+
+def pywrangler_problem(settings: Settings) -> str | None:
+    """Why pywrangler cannot run here, or None. Fast: local lookups plus short TCP probes."""
+    if not shutil.which("pywrangler"):
+        return "pywrangler is not installed (it comes with pip install -e '.[worker]')"
+    if not shutil.which("uv"):
+        return "uv is not installed (pywrangler uses it to vendor packages)"
+    for target in settings.dev.pywrangler_probe:
+        host, _, port = target.rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=_PROBE_TIMEOUT):
+                pass
+        except (OSError, ValueError) as exc:
+            reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+            return f"cannot reach {target} ({reason}), which pywrangler needs to fetch the Pyodide runtime"
+    return None
 
 
 def wrangler_bin(settings: Settings) -> Path:
