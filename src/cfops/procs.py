@@ -71,6 +71,16 @@ def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child between fo
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """Ask for SIGTERM when ``parent_pid`` (the process that started this one) dies, and stop now if it
+    already has. For a process started by a runner that cannot set this up for it (nox's session.run)."""
+    if _PRCTL is None:
+        return
+    _set_pdeathsig()
+    if os.getppid() != parent_pid:  # the parent died before the request was in place
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _preexec() -> Callable[[], None] | None:
     # The death signal follows the *thread* that forked; children started from worker threads would be
     # killed when that thread ends, so only the main thread asks for it.
