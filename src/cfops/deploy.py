@@ -21,14 +21,14 @@ from typing import Any, Literal, cast, get_args
 from urllib.parse import urlsplit
 
 from cfops import cli, output
+from cfops.cloudflare import NOT_FOUND_CODE
 from cfops.config import NativeRunner, Settings
-from cfops.dev import pywrangler_problem
 from cfops.errors import CfopsError, CheckFailed, CommandFailed, ConfigError, MissingToolError, UsageError
 from cfops.report import write_json
 from cfops.sync import sync
 from cfops.wrangler import (
-    NOT_FOUND_CODE,
     WranglerFailed,
+    pywrangler_problem,
     read_config,
     require_credentials,
     run_wrangler,

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from cfops import output
+from cfops import cloudflare, output
 from cfops.argv import ENV_REF, FILE_REF
 from cfops.argv import is_sensitive as is_sensitive_header
 from cfops.config import (
@@ -38,7 +38,6 @@ from cfops.errors import ConfigError, UsageError
 ENGINES: tuple[Engine, ...] = typing.get_args(Engine)
 # Ceilings no setting can raise: a canary is a probe, not a load test.
 HARD_BOUNDS = PerfBounds()
-VERSION_HEADER = "Cloudflare-Workers-Version-Overrides"
 DEFAULT_PROBE_BODY = {"session_id": "perf-smoke-{i}", "message": "performance canary probe"}
 USER_AGENT = "cfops-perf"
 
@@ -291,9 +290,9 @@ def resolve(
         if not _WORKER_NAME.match(worker_name):
             raise UsageError(f"worker name {worker_name!r} is not a valid Worker name")
         # Cloudflare routes a request carrying this header to that version of the named Worker.
-        extra[VERSION_HEADER] = f'{worker_name}="{version_id}"'
+        extra[cloudflare.VERSION_OVERRIDE_HEADER] = f'{worker_name}="{version_id}"'
 
-    token = settings.env.get("IMMCAD_API_BEARER_TOKEN") or settings.env.get("API_BEARER_TOKEN") or None
+    token = cloudflare.bearer_token(settings.env)
     output.add_secrets([token])
     return RunConfig(
         base_url=url,
