@@ -35,9 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parent = os.environ.get("CFOPS_PARENT_PID")
     if parent and parent.isdigit():
         # Started by the nox layer (session.run cannot set this up for its child): stop when nox dies.
-        from cfops.procs import die_with_parent
+        from cfops.procs import die_with_starter
 
-        die_with_parent(int(parent))
+        die_with_starter(int(parent))
     if not args:  # no command is bad input: the list goes to stderr, exit 2
         print(_help(), file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from cfops import output
 from cfops.errors import CommandFailed, MissingToolError, ServiceError, UsageError
@@ -71,9 +72,10 @@ def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child between fo
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """Ask for SIGTERM when ``parent_pid`` (the process that started this one) dies, and stop now if it
-    already has. For a process started by a runner that cannot set this up for it (nox's session.run)."""
+def die_with_starter(parent_pid: int) -> None:
+    """In this process: ask for SIGTERM when ``parent_pid`` (the process that started it) dies, and stop
+    now if it already has. For a child whose runner cannot pass ``die_with_parent()`` (nox's
+    session.run): the same death signal, set up from the child's side."""
     if _PRCTL is None:
         return
     _set_pdeathsig()
@@ -81,9 +83,13 @@ def die_with_parent(parent_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _preexec() -> Callable[[], None] | None:
-    # The death signal follows the *thread* that forked; children started from worker threads would be
-    # killed when that thread ends, so only the main thread asks for it.
+def die_with_parent() -> Callable[[], None] | None:
+    """The ``preexec_fn`` that has a child sent SIGTERM when this process dies (Linux), or None.
+
+    The one parent-death setup: every Popen that starts a child passes this. The death signal follows
+    the *thread* that forked; children started from worker threads would be killed when that thread
+    ends, so only the main thread asks for it.
+    """
     if _PRCTL is not None and threading.current_thread() is threading.main_thread():
         return _set_pdeathsig
     return None
@@ -180,7 +186,7 @@ def run(
             stdout=pipe,
             stderr=subprocess.STDOUT if stream else pipe,
             start_new_session=True,
-            preexec_fn=_preexec(),
+            preexec_fn=die_with_parent(),
         )
     except FileNotFoundError:
         raise MissingToolError(f"{argv[0]} not found: is it installed and on PATH?") from None
@@ -272,6 +278,64 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+# ------------------------------------------------------------------------------------ health polls
+
+
+@dataclass(frozen=True)
+class Health:
+    url: str
+    response: httpx.Response
+    seconds: float  # from the start of the poll to the healthy answer
+
+
+def poll_health(
+    what: str,
+    url: str | Callable[[], str | None],
+    *,
+    timeout: float,
+    healthy: Callable[[httpx.Response], bool] | None = None,
+    expect: str = "2xx",
+    exit_code: Callable[[], int | None] = lambda: None,
+    last_output: Callable[[], str] = lambda: "(no output)",
+    output_label: str = "last output",
+    interval: float = 0.1,
+) -> Health:
+    """GET ``url`` until it answers healthy (by default: any 2xx); the one health poll of every service.
+
+    ``url`` may be a function that returns None while the address is not known yet (a container's host
+    port). ``exit_code`` says when the thing polled has ended (its exit code, else None): then waiting
+    on is pointless. Bounded by ``timeout``; a failure is a ServiceError naming ``what``, the last answer
+    and ``last_output()`` (called only then: it may print the logs).
+    """
+    # Imported here: httpx costs ~0.3 s of start-up that commands without a service never use.
+    import httpx
+
+    judge = healthy or (lambda response: response.is_success)
+    endpoint = (urlsplit(url).path or url) if isinstance(url, str) else "/healthz"
+    started = time.monotonic()
+    deadline = started + timeout
+    last = "no answer yet"
+    with httpx.Client(timeout=httpx.Timeout(2.0), trust_env=False) as client:
+        while time.monotonic() < deadline:
+            code = exit_code()
+            if code is not None:
+                raise ServiceError(f"{what} exited with {code} before {endpoint} answered: {last_output()}")
+            target = url() if callable(url) else url
+            if target is not None:
+                try:
+                    response = client.get(target)
+                    if judge(response):
+                        return Health(url=target, response=response, seconds=time.monotonic() - started)
+                    last = f"HTTP {response.status_code}"
+                except httpx.HTTPError as exc:
+                    last = type(exc).__name__
+            time.sleep(interval)
+    raise ServiceError(
+        f"{what} did not answer {expect} on {endpoint} within {timeout:g} s (last: {last}); "
+        f"{output_label}: {last_output()}"
+    )
+
+
 # ------------------------------------------------------------------------------------------ services
 
 
@@ -313,6 +377,7 @@ class Service:
         # What counts as healthy at ``health_url``: by default any 2xx. A proxy whose origin may be
         # down on purpose is up as soon as it answers for itself.
         self.healthy = healthy or (lambda response: response.is_success)
+        self._expect = "2xx" if healthy is None else "as expected"
         self.proc: subprocess.Popen[bytes] | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         self._reader: threading.Thread | None = None
@@ -352,7 +417,7 @@ class Service:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_preexec(),
+                preexec_fn=die_with_parent(),
             )
         except FileNotFoundError:
             raise MissingToolError(f"{self.cmd[0]} not found: is it installed and on PATH?") from None
@@ -360,33 +425,25 @@ class Service:
         self._reader.start()
 
     def wait_healthy(self) -> None:
-        """Poll ``health_url`` until it answers 2xx, the process exits, or ``ready_timeout`` passes."""
+        """Poll ``health_url`` until it answers healthy, the process exits, or ``ready_timeout`` passes."""
         if not self.health_url or self.proc is None:
             return
-        # Imported here: httpx costs ~0.3 s of start-up that commands without a service never use.
-        import httpx
+        proc = self.proc
 
-        deadline = time.monotonic() + self.ready_timeout
-        last = "no answer yet"
-        with httpx.Client(timeout=httpx.Timeout(2.0), trust_env=False) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    self._join_reader()
-                    raise ServiceError(
-                        f"{self.name} exited with {self.proc.returncode} before it became healthy: "
-                        f"{self.last_line()}"
-                    )
-                try:
-                    response = client.get(self.health_url)
-                    if self.healthy(response):
-                        return
-                    last = f"HTTP {response.status_code}"
-                except httpx.HTTPError as exc:
-                    last = type(exc).__name__
-                time.sleep(0.1)
-        raise ServiceError(
-            f"{self.name} did not become healthy at {self.health_url} within {self.ready_timeout:g} s "
-            f"(last: {last}); last output: {self.last_line()}"
+        def exit_code() -> int | None:
+            if proc.poll() is None:
+                return None
+            self._join_reader()  # so that the last line it printed is in the tail
+            return proc.returncode
+
+        poll_health(
+            self.name,
+            self.health_url,
+            timeout=self.ready_timeout,
+            healthy=self.healthy,
+            expect=self._expect,
+            exit_code=exit_code,
+            last_output=self.last_line,
         )
 
     def last_line(self) -> str:
