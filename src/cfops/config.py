@@ -360,9 +360,9 @@ class PreflightSettings:
         ),
     )
     # Secrets a production deploy cannot work without (the hardened app refuses to start without a token).
-    required_secrets: tuple[str, ...] = ("IMMCAD_API_BEARER_TOKEN",)
+    required_secrets: tuple[str, ...] = (cloudflare.BEARER_TOKEN,)
     # Secrets the CI workflows may read besides secret_names (deploy credentials; GITHUB_TOKEN is built in).
-    ci_secrets: tuple[str, ...] = ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_ACCOUNT_ID")
+    ci_secrets: tuple[str, ...] = cloudflare.CREDENTIALS
     # Case-insensitive shell-style patterns of values that were never filled in (what templates and
     # .env.example files ship with). The one placeholder rule (is_placeholder): preflight flags such a
     # value, secrets sync never pushes one.
@@ -465,8 +465,7 @@ class Settings:
     )
     # Names whose values are secrets: pushed by secrets sync, redacted from every output.
     secret_names: tuple[str, ...] = (
-        "IMMCAD_API_BEARER_TOKEN",
-        "API_BEARER_TOKEN",
+        *cloudflare.BEARER_TOKEN_NAMES,
         "GEMINI_API_KEY",
         "CANLII_API_KEY",
         "REDIS_URL",

@@ -55,7 +55,7 @@ def choose_runtime(settings: Settings, requested: Runtime) -> RuntimeChoice:
     return RuntimeChoice("pywrangler", "pywrangler toolchain available")
 
 
-def dev_vars_file(settings: Settings) -> dict[str, str]:
+def _dev_vars_file(settings: Settings) -> dict[str, str]:
     path = settings.worker_dir / ".dev.vars"
     if not path.is_file():
         return {}
@@ -66,7 +66,7 @@ def dev_bindings(settings: Settings, extra: Mapping[str, str] | None = None) -> 
     """What the local Worker sees: wrangler.toml [vars] < [tool.cfops.dev] vars < .dev.vars < ``extra``."""
     bindings = config_vars(read_config(settings.native.config), settings.native.config)
     bindings.update(settings.dev.vars)
-    local = dev_vars_file(settings)
+    local = _dev_vars_file(settings)
     # .dev.vars is where local secrets live: none of them may reach the output.
     output.add_secrets(v for k, v in local.items() if is_secret_name(settings, k))
     bindings.update(local)

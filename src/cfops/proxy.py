@@ -70,7 +70,7 @@ def check_origin(origin: str) -> str:
 _TAIL = 40
 
 
-def merged_vars(settings: Settings, origin: str, extra: Mapping[str, str] | None) -> dict[str, str]:
+def _merged_vars(settings: Settings, origin: str, extra: Mapping[str, str] | None) -> dict[str, str]:
     """[tool.cfops.dev_proxy] vars < ``extra`` < BACKEND_ORIGIN; UsageError for a secret-looking name."""
     merged = {**settings.dev_proxy.vars, **(extra or {}), ORIGIN_VAR: origin}
     secret = next((name for name in merged if is_secret_name(settings, name)), None)
@@ -104,7 +104,7 @@ def edge_proxy(
     binary = wrangler_bin(settings)
     port = procs.free_port(host) if port is None else port
     procs.ensure_port_free(host, port)
-    worker_vars = merged_vars(settings, origin, vars)
+    worker_vars = _merged_vars(settings, origin, vars)
     url = f"http://{host}:{port}"
     with tempfile.TemporaryDirectory(prefix="cfops-proxy-") as tmp:
         scratch = Path(tmp)
@@ -220,7 +220,7 @@ def main(argv: Sequence[str]) -> int:
     host, proxy_port, backend_port = settings.dev.host, settings.dev_proxy.port, settings.dev.port
     extra_vars = parse_vars(args.var)
     origin = check_origin(args.origin) if args.origin else None
-    merged_vars(settings, origin or "", extra_vars)
+    _merged_vars(settings, origin or "", extra_vars)
     # Everything that can be wrong with the input fails here, before anything starts.
     procs.ensure_port_free(host, proxy_port)
     if origin is None:

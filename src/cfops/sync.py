@@ -116,7 +116,7 @@ def desired_files(settings: Settings) -> dict[Path, Path]:
     return wanted
 
 
-def manifest_text(settings: Settings, hashes: dict[Path, str]) -> str:
+def _manifest_text(settings: Settings, hashes: dict[Path, str]) -> str:
     worker_dir = settings.worker_dir
     body = {
         "generator": "cfops sync",
@@ -145,7 +145,7 @@ def check(settings: Settings) -> Drift:
     manifest = settings.sync.manifest
     if not manifest.is_file():
         missing.append(_rel(manifest, root))
-    elif manifest.read_text(encoding="utf-8") != manifest_text(settings, hashes):
+    elif manifest.read_text(encoding="utf-8") != _manifest_text(settings, hashes):
         changed.append(_rel(manifest, root))
     return Drift(missing=missing, extra=sorted(extra), changed=changed)
 
@@ -178,7 +178,7 @@ def sync(settings: Settings, *, copy: Copier = shutil.copy2) -> SyncResult:
             hashes[dest] = sha256_file(staged)
         staged_manifest = staging / settings.sync.manifest.relative_to(worker_dir)
         staged_manifest.parent.mkdir(parents=True, exist_ok=True)
-        staged_manifest.write_text(manifest_text(settings, hashes), encoding="utf-8")
+        staged_manifest.write_text(_manifest_text(settings, hashes), encoding="utf-8")
         _swap(targets, worker_dir, staging, backup)
     except OSError as exc:
         raise CfopsError(f"sync failed, the previous bundle is unchanged: {exc}") from exc

@@ -28,7 +28,7 @@ def deployment_table(name: str, deployment: Deployment | None) -> Table:
     return table
 
 
-def versions_table(name: str, versions: Sequence[VersionInfo], live: dict[str, float]) -> Table:
+def _versions_table(name: str, versions: Sequence[VersionInfo], live: dict[str, float]) -> Table:
     table = Table(title=f"{name}: recent versions (newest first)", title_justify="left")
     table.add_column("#")
     table.add_column("version", no_wrap=True, min_width=36)
@@ -63,7 +63,7 @@ def main(argv: Sequence[str]) -> int:
         output.warn(f"{name} has no deployments yet")
     else:
         console.print(deployment_table(name, current))
-    console.print(versions_table(name, versions, current.traffic if current else {}))
+    console.print(_versions_table(name, versions, current.traffic if current else {}))
     return 0
 
 

@@ -8,6 +8,7 @@ the tooling, and the two files import-linter cannot see (tasks.py and noxfile.py
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -82,7 +83,7 @@ def test_the_contracts_fail_on_a_cycle_an_upward_import_and_an_app_importing_cfo
     broken = _lint_imports(copy)
     text = broken.stdout + broken.stderr
     assert broken.returncode == 1, text
-    assert "Contracts: 0 kept, 3 broken." in text, text
+    assert re.search(r"Contracts: \d+ kept, 3 broken\.", text), text
     assert "- .sync -> .dev (1 import)" in text, text  # the cycle, and the import that closes it
     assert "cfops.procs -> cfops.deploy" in text, text
     assert "immcad_api.main -> cfops.output" in text, text
