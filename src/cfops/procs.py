@@ -75,6 +75,17 @@ def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child between fo
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def die_with_starter(parent_pid: int) -> None:
+    """In this process: ask for SIGTERM when ``parent_pid`` (the process that started it) dies, and stop
+    now if it already has. For a child whose runner cannot pass ``die_with_parent()`` (nox's
+    session.run): the same death signal, set up from the child's side."""
+    if _PRCTL is None:
+        return
+    _set_pdeathsig()
+    if os.getppid() != parent_pid:  # the parent died before the request was in place
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def die_with_parent() -> Callable[[], None] | None:
     """The ``preexec_fn`` that has a child sent SIGTERM when this process dies (Linux), or None.
 

@@ -1,4 +1,4 @@
-"""`nox -s sync`: copy the backend source, config and data into the Worker bundle (backend-cloudflare/).
+"""`cfops sync`: copy the backend source, config and data into the Worker bundle (backend-cloudflare/).
 
 The copy is staged next to the bundle and swapped in, so a failure never leaves a half-written tree:
 the previous bundle stays as it was. A manifest records the sha256 of every synced file.
@@ -228,7 +228,7 @@ def vendor(settings: Settings) -> str | None:
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = cli.parser("nox -s sync", __doc__)
+    parser = cli.parser("sync", __doc__)
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 listing every difference")
     parser.add_argument(
         "--vendor", action="store_true", help="then vendor the Worker's Python packages (pywrangler sync)"

@@ -1,4 +1,4 @@
-"""`nox -s versions`: a Worker's current deployment and its recent versions, as tables."""
+"""`cfops versions`: a Worker's current deployment and its recent versions, as tables."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def _versions_table(name: str, versions: Sequence[VersionInfo], live: dict[str, 
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = cli.parser("nox -s versions", __doc__)
+    parser = cli.parser("versions", __doc__)
     parser.add_argument("--worker", choices=WORKERS, default="native", help="default: native")
     args = parser.parse_args(argv)
     settings = cli.settings_from_env()
