@@ -3,6 +3,9 @@
 Every child runs in its own session (process group) so that stopping it also stops what it spawned
 (wrangler starts workerd, pywrangler starts npx …). On Linux the direct child also gets
 PR_SET_PDEATHSIG, so it is told to stop even if this process is killed outright.
+
+About 500 lines on purpose: one module owns every child process (commands, services, their health
+polls, ports and the interruption handling), so that no other module starts or stops a process.
 """
 
 from __future__ import annotations
@@ -72,6 +75,17 @@ def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child between fo
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def die_with_starter(parent_pid: int) -> None:
+    """In this process: ask for SIGTERM when ``parent_pid`` (the process that started it) dies, and stop
+    now if it already has. For a child whose runner cannot pass ``die_with_parent()`` (nox's
+    session.run): the same death signal, set up from the child's side."""
+    if _PRCTL is None:
+        return
+    _set_pdeathsig()
+    if os.getppid() != parent_pid:  # the parent died before the request was in place
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def die_with_parent() -> Callable[[], None] | None:
     """The ``preexec_fn`` that has a child sent SIGTERM when this process dies (Linux), or None.
 
@@ -91,7 +105,7 @@ def _child_env(env: Mapping[str, str] | None, inherit: bool) -> dict[str, str]:
     return merged
 
 
-def format_command(cmd: Command) -> str:
+def _format_command(cmd: Command) -> str:
     return output.redact(shlex.join(str(part) for part in cmd))
 
 
@@ -163,7 +177,7 @@ def run(
     argv = [str(part) for part in cmd]
     label = what or Path(argv[0]).name
     if echo:
-        output.echo(f"+ {format_command(argv)}", style="dim")
+        output.echo(f"+ {_format_command(argv)}", style="dim")
     pipe = subprocess.PIPE if capture or stream else None
     started = time.perf_counter()
     try:
@@ -188,7 +202,7 @@ def run(
             out, err = proc.communicate(input.encode() if input is not None else None, timeout=timeout)
     except subprocess.TimeoutExpired:
         terminate(proc, grace=3)
-        raise CommandFailed(f"{label} timed out after {timeout:g} s: {format_command(argv)}") from None
+        raise CommandFailed(f"{label} timed out after {timeout:g} s: {_format_command(argv)}") from None
     except BaseException:
         # Ctrl-C / SIGTERM while waiting: the child is in its own session and did not see the signal.
         terminate(proc, grace=5, first=signal.SIGINT)
@@ -394,7 +408,7 @@ class Service:
                 log.close()
 
     def start(self) -> None:
-        output.echo(f"+ {format_command(self.cmd)}", style="dim")
+        output.echo(f"+ {_format_command(self.cmd)}", style="dim")
         if self.log_file:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
         try:

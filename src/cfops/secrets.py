@@ -1,4 +1,4 @@
-"""`nox -s secrets_sync`: push the configured secrets to a Worker in one `wrangler secret bulk` call.
+"""`cfops secrets`: push the configured secrets to a Worker in one `wrangler secret bulk` call.
 
 Values come from the environment / .env (``[tool.cfops] secret_names``) and reach wrangler as JSON on
 stdin, never on a command line. Unset, empty and placeholder values are skipped (and named). When
@@ -132,7 +132,7 @@ def sync_secrets(settings: Settings, worker: Worker = "native", *, dry_run: bool
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = cli.parser("nox -s secrets_sync", __doc__)
+    parser = cli.parser("secrets", __doc__)
     parser.add_argument("--worker", choices=WORKERS, default="native", help="default: native")
     parser.add_argument(
         "--dry-run", action="store_true", help="list the names that would be pushed; send nothing"

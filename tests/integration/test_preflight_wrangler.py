@@ -298,4 +298,7 @@ def test_wrangler_checks_are_cached_until_a_byte_of_their_input_changes(
     again = run()
     assert not any(f["cached"] for f in again.values())
     # esbuild prints 15000 as 15e3: the new bundle is one byte longer, measured, not the stored size.
-    assert again["proxy-bundle"]["measured"]["raw_bytes"] == measured["proxy-bundle"]["measured"]["raw_bytes"] + 1
+    assert (
+        again["proxy-bundle"]["measured"]["raw_bytes"]
+        == measured["proxy-bundle"]["measured"]["raw_bytes"] + 1
+    )

@@ -1,4 +1,4 @@
-"""`nox -s spike_image` / `nox -s origin_image`: build a container image through the Docker Engine API.
+"""`cfops image`: build a container image (spike or origin) through the Docker Engine API.
 
 Builds ``backend-cloudflare/Dockerfile`` (spike: the synced Worker bundle, synced first) or ``Dockerfile``
 (origin: the backend from src/) with the repository root as the context, streams the build as step lines,

@@ -35,7 +35,7 @@ from cfops.image.report import ImageReport, Which, write_report
 from cfops.sync import sync
 
 # What the engine's image listing says a tag names now: image id and size.
-Tagged = dict[str, tuple[str, int | None]]
+_Tagged = dict[str, tuple[str, int | None]]
 
 
 def target_for(settings: Settings, which: Which) -> ImageTarget:
@@ -112,7 +112,7 @@ class _Inputs:
     context_bytes: int
     provenance: Provenance
     labels: dict[str, str]
-    tagged: Tagged
+    tagged: _Tagged
 
 
 @dataclass(kw_only=True)
@@ -125,7 +125,7 @@ class _StageTags:
 
     client: docker.DockerClient
     target: ImageTarget
-    tagged: Tagged
+    tagged: _Tagged
     refs: list[str] = field(default_factory=list)
     before: dict[str, str | None] = field(default_factory=dict)
 

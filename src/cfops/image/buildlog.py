@@ -174,7 +174,7 @@ class PlainDisplay:
 
     def step_finished(self, step: Step) -> None:
         if not self.verbose:
-            output.echo(step_line(step))
+            output.echo(_step_line(step))
         elif step.container_id is not None:
             output.echo(f"  done in {step.seconds:.1f} s", style="dim")
 
@@ -214,7 +214,7 @@ class ProgressDisplay(PlainDisplay):
         super().step_started(step)
 
 
-def step_line(step: Step) -> str:
+def _step_line(step: Step) -> str:
     outcome = "cached" if step.cached else f"{step.seconds:.1f} s"
     return f"[{step.number}/{step.total}] {short(step.instruction, 88)}  {outcome}"
 

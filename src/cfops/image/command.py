@@ -1,4 +1,4 @@
-"""`nox -s spike_image` / `nox -s origin_image`: build a container image through the Docker Engine API.
+"""`cfops image`: build a container image (spike or origin) through the Docker Engine API.
 
 The command line of cfops.image: arguments, then build (and with ``--run`` a smoke run), then the summary.
 """
@@ -47,7 +47,7 @@ def _mib(value: int | None) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = cli.parser("nox -s spike_image / nox -s origin_image", __doc__)
+    parser = cli.parser("image", __doc__)
     parser.add_argument(
         "which", choices=IMAGES, help="spike (backend-cloudflare/Dockerfile) or origin (Dockerfile)"
     )
@@ -55,7 +55,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--dockerfile", type=Path, help="Dockerfile inside the project (default: from the config)"
     )
-    parser.add_argument("--python-image", help="base image (default: PYTHON_IMAGE, else python:3.12-slim)")
+    cli.settings_flags(parser, "image", only=("python_image", "health_timeout"))
     parser.add_argument("--build-arg", action="append", default=[], metavar="NAME[=VALUE]")
     parser.add_argument(
         "--label", action="append", default=[], metavar="NAME=VALUE", help="extra image label"
@@ -70,17 +70,13 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--keep", action="store_true", help="with --run: leave the container running")
     parser.add_argument("--port", type=int, help="with --run: host port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]", help="with --run")
-    parser.add_argument("--health-timeout", type=float, help="with --run: seconds to wait for /healthz")
     args = parser.parse_args(argv)
-    if (args.keep or args.port is not None or args.env or args.health_timeout is not None) and not args.run:
+    health_flag = "image.health_timeout" in cli.flags_of(args)
+    if (args.keep or args.port is not None or args.env or health_flag) and not args.run:
         raise UsageError("--keep, --port, --env and --health-timeout only apply with --run")
-    if args.health_timeout is not None and args.health_timeout <= 0:
+    settings = cli.load(args)
+    if health_flag and settings.image.health_timeout <= 0:
         raise UsageError("--health-timeout must be positive")
-    settings = cli.settings_from_env()
-    if args.python_image:
-        settings = dataclasses.replace(
-            settings, image=dataclasses.replace(settings.image, python_image=args.python_image)
-        )
     build_args = parse_assignments(settings, args.build_arg, what="--build-arg")
     secret_args = [name for name in build_args if is_secret_name(settings, name)]
     if secret_args:
@@ -127,7 +123,7 @@ def main(argv: Sequence[str]) -> int:
             port=args.port,
             env=run_env,
             labels=labels,
-            health_timeout=args.health_timeout,
+            health_timeout=settings.image.health_timeout,
             keep=args.keep,
         )
         report = dataclasses.replace(report, run=run)
