@@ -291,6 +291,47 @@ class DeploySettings:
     timeout: float = field(default=600.0, metadata=from_env("CFOPS_WRANGLER_TIMEOUT"))
 
 
+InconclusivePolicy = Literal["fail", "pass"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnalyticsSettings:
+    """Workers Analytics Engine: where the native Worker records each request (docs/analytics.md).
+
+    The one place of truth for the names: wrangler.toml's [[analytics_engine_datasets]] and the Worker's
+    code (immcad_api.analytics.BINDING) must agree with these; preflight check "analytics" fails if not.
+    """
+
+    binding: str = "IMMCAD_ANALYTICS"
+    dataset: str = "immcad_requests"
+    # The SQL API (``POST {api}/accounts/<id>/analytics_engine/sql``): per attempt, and attempts in all
+    # (transient failures — 5xx, 429, network — are retried with backoff; then the stage is inconclusive).
+    timeout_seconds: float = 30.0
+    attempts: int = 4
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageGates:
+    """How each production stage is judged from real traffic per version (docs/analytics.md)."""
+
+    enabled: bool = field(default=True, metadata=from_env("CFOPS_RELEASE_ANALYSIS"))
+    # Wait this long after a stage's promote before the analysis reads its window (`--soak`).
+    soak_seconds: float = field(default=300.0, metadata=from_env("CFOPS_RELEASE_SOAK"))
+    # Too little traffic on the new version: extend the soak up to this (0: never extend) …
+    max_soak_seconds: float = 900.0
+    # … and then the policy decides: "fail" (roll back; the safe default) or "pass" (on the smoke alone).
+    inconclusive: InconclusivePolicy = field(default="fail", metadata=from_env("CFOPS_RELEASE_INCONCLUSIVE"))
+    # Requests (sample-weighted) the new version must serve in the window for a verdict.
+    min_requests: int = 200
+    # new error rate (5xx) <= old + margin (a fraction: 0.01 = one percentage point).
+    error_rate_margin: float = 0.01
+    # new 4xx rate <= old + this margin (a broken route often answers 404/422, not 500).
+    client_error_rate_margin: float = 0.05
+    # new p95 <= factor x old p95 (plus slack_ms, so that a 3 ms -> 5 ms change is not a regression).
+    p95_factor: float = 1.5
+    p95_slack_ms: float = 20.0
+
+
 @dataclass(frozen=True, kw_only=True)
 class ReleaseSettings:
     """`invoke release`: the pipelines' policy."""
@@ -303,6 +344,8 @@ class ReleaseSettings:
     proxy_url: str = field(default="", metadata=from_env("IMMCAD_PROXY_URL"))
     # Upper bound for one step (the test suite is the slowest).
     step_timeout: float = 3600.0
+    # Each stage judged by real traffic per version (Workers Analytics Engine) after its soak.
+    gates: StageGates = field(default_factory=StageGates)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -336,6 +379,7 @@ class Settings:
     preflight: PreflightSettings = field(default_factory=PreflightSettings)
     release: ReleaseSettings = field(default_factory=ReleaseSettings)
     deploy: DeploySettings = field(default_factory=DeploySettings)
+    analytics: AnalyticsSettings = field(default_factory=AnalyticsSettings)
     # The merged .env + process environment, for lookups of secrets and compatible env vars.
     # repr=False: the settings object may be printed while debugging; secret values must not be.
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
