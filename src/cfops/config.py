@@ -318,7 +318,7 @@ class StageGates:
     # Wait this long after a stage's promote before the analysis reads its window (`--soak`).
     soak_seconds: float = field(default=300.0, metadata=from_env("CFOPS_RELEASE_SOAK"))
     # Too little traffic on the new version: extend the soak up to this (0: never extend) …
-    max_soak_seconds: float = 900.0
+    max_soak_seconds: float = field(default=900.0, metadata=from_env("CFOPS_RELEASE_MAX_SOAK"))
     # … and then the policy decides: "fail" (roll back; the safe default) or "pass" (on the smoke alone).
     inconclusive: InconclusivePolicy = field(default="fail", metadata=from_env("CFOPS_RELEASE_INCONCLUSIVE"))
     # Requests (sample-weighted) the new version must serve in the window for a verdict.
