@@ -237,7 +237,7 @@ def test_a_new_version_failing_more_at_10_percent_rolls_back(
     assert_no_token(proc, release_project)
 
 
-def test_too_little_traffic_is_inconclusive_and_the_policy_decides(
+def test_too_little_traffic_is_inconclusive_and_fails_safe_by_default(
     release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, backend: RecordingBackend
 ) -> None:
     cloudflare_api.seed(NATIVE)
@@ -252,7 +252,12 @@ def test_too_little_traffic_is_inconclusive_and_the_policy_decides(
     old = data["versions"]["previous"]
     assert cloudflare_api.script(NATIVE).current().traffic() == {old: 100.0}
 
-    # The other policy: an inconclusive stage passes on its smoke alone, and the release completes.
+
+def test_under_the_pass_policy_an_inconclusive_stage_passes_on_its_smoke(
+    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, backend: RecordingBackend
+) -> None:
+    cloudflare_api.seed(NATIVE)
+    cloudflare_api.analytics.traffic(DATASET, 1000, new=Profile())
     proc = _production(release_project, cloudflare_api, backend, CFOPS_RELEASE_INCONCLUSIVE="pass")
     assert proc.returncode == 0, proc.stdout[-4000:]
     data = report(release_project)

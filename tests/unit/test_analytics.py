@@ -395,3 +395,19 @@ def test_the_rehearsal_judges_local_points_against_a_seeded_baseline(tmp_path: P
     record = rehearse(points, StageGates(min_requests=200))
     assert record["verdict"] == "inconclusive" and record["outcome"] == "pass"
     assert "production would apply the inconclusive policy 'fail'" in record["reason"]
+
+
+def test_the_live_table_shows_each_versions_last_window(api: FakeCloudflare, settings: Any) -> None:
+    from rich.console import Console
+
+    from cfops.analytics.command import live_table
+
+    api.analytics.seed(DATASET, NEW, 100, Profile(error_rate=0.1, latency_ms=10))
+    api.analytics.seed(DATASET, OLD, 900, Profile(latency_ms=10))
+    console = Console(width=200, record=True)
+    console.print(live_table(settings, {NEW: 10.0, OLD: 90.0}, 300))
+    text = console.export_text()
+    new_row = next(line for line in text.splitlines() if NEW in line)
+    assert "10%" in new_row and " 100 " in new_row and "10.00 %" in new_row
+    old_row = next(line for line in text.splitlines() if OLD in line)
+    assert " 900 " in old_row and "0.00 %" in old_row

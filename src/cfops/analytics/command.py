@@ -19,6 +19,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from rich.table import Table
+
 from cfops import cli, output
 from cfops import report as artifacts
 from cfops.analytics import query
@@ -187,6 +189,28 @@ def run_stage(
             "inconclusive": gates.inconclusive,
         },
     }
+
+
+def live_table(settings: Settings, traffic: dict[str, float], window_seconds: float) -> Table:
+    """Each live version's numbers over the last ``window_seconds`` (for `nox -s versions --window`)."""
+    with SqlClient(settings) as sql:
+        stats, _ = fetch(settings, sql, list(traffic), window_seconds)
+    table = Table(title=f"real traffic, last {window_seconds:g} s (Analytics Engine)", title_justify="left")
+    table.add_column("version", no_wrap=True, min_width=36)
+    for column in ("traffic", "requests", "5xx", "4xx", "p50", "p95"):
+        table.add_column(column, justify="right")
+    for version, share in traffic.items():
+        v = stats[version]
+        table.add_row(
+            version,
+            f"{share:g}%",
+            f"{v.requests:g}",
+            f"{v.error_rate * 100:.2f} %",
+            f"{v.client_error_rate * 100:.2f} %",
+            "–" if v.p50_ms is None else f"{v.p50_ms:g} ms",
+            "–" if v.p95_ms is None else f"{v.p95_ms:g} ms",
+        )
+    return table
 
 
 # ------------------------------------------------------------------------------------------ rehearsal
