@@ -1,4 +1,4 @@
-"""`invoke release`: release pipelines — ordered steps, a failure policy, one report.
+"""`cfops release`: release pipelines — ordered steps, a failure policy, one report.
 
 Three pipelines, each an ordered list of named steps (data, below):
 
@@ -77,7 +77,6 @@ class Options:
     proxy_url: str | None = None  # proxy: where the deployed proxy answers
     stages: tuple[float, ...] = ()
     message: str | None = None
-    soak: float | None = None  # production: seconds each stage soaks before its analysis
 
 
 @dataclass
@@ -303,8 +302,7 @@ def _analysis_step(percent: float, previous: float | None) -> Step:
         if ctx.values.get("old_version"):
             args += ["--old", str(ctx.values["old_version"])]
         args += ["--started-ago", f"{ago:.3f}", "--json", str(ctx.artifact(artifact))]
-        if ctx.options.soak is not None:
-            args += ["--soak", f"{ctx.options.soak:g}"]
+        args += ["--soak", f"{ctx.settings.release.soak_seconds:g}"]
         if previous is not None:
             # At 100 % the old version serves nothing: its numbers from the stage before are the baseline.
             args += ["--baseline", str(ctx.artifact(f"analysis-{previous:g}.json"))]
@@ -465,8 +463,8 @@ def prepare(settings: Settings, options: Options) -> Context:
             or list(stages) != sorted(stages)
         ):
             raise UsageError(f"stages {list(stages)} must rise to 100 (e.g. 10,50,100)")
-        if options.soak is not None and options.soak < 0:
-            raise UsageError(f"--soak {options.soak:g}: expected seconds >= 0")
+        if settings.release.soak_seconds < 0:
+            raise UsageError(f"--soak {settings.release.soak_seconds:g}: expected seconds >= 0")
         ctx.options = dataclasses.replace(options, stages=tuple(stages))
         if not options.dry_run:
             require_credentials(settings, "a production release")
@@ -757,44 +755,26 @@ def release(settings: Settings, options: Options) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- command
 
 
-def _stages(text: str | None) -> tuple[float, ...]:
-    if not text:
-        return ()
-    try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise UsageError(f"--stages {text!r}: expected percentages like 10,50,100") from None
-
-
 def main(argv: Sequence[str]) -> int:
-    parser = cli.parser("invoke release", __doc__)
+    parser = cli.parser("release", __doc__)
     parser.add_argument("pipeline", nargs="?", choices=PIPELINES, default="local")
     parser.add_argument("--dry-run", action="store_true", help="print the plan with the exact commands")
     parser.add_argument("--skip-tests", action="store_true", help="leave the test suite out")
     parser.add_argument("--allow-dirty", action="store_true", help="production: allow uncommitted changes")
-    parser.add_argument("--base-url", help="production: the native Worker's URL (IMMCAD_API_BASE_URL)")
-    parser.add_argument("--origin", help="proxy: the https container origin (IMMCAD_BACKEND_ORIGIN)")
-    parser.add_argument("--proxy-url", help="proxy: where the deployed proxy answers (IMMCAD_PROXY_URL)")
-    parser.add_argument("--stages", help="production: traffic percentages, e.g. 10,50,100")
+    cli.settings_flags(parser, "perf", only=("base_url",))
+    cli.settings_flags(parser, "deploy", only=("backend_origin",))
+    cli.settings_flags(parser, "release", only=("proxy_url", "stages", "soak_seconds"))
     parser.add_argument("--message", help="production: annotation of the new version")
-    parser.add_argument(
-        "--soak",
-        type=float,
-        help="production: seconds each stage soaks before its analysis ([tool.cfops.release.gates])",
-    )
     args = parser.parse_args(argv)
-    settings = cli.settings_from_env()
+    # --base-url, --origin, --proxy-url and --stages land in the settings (perf.base_url,
+    # deploy.backend_origin, release.proxy_url, release.stages), which prepare() reads.
+    settings = cli.load(args)
     options = Options(
         pipeline=cast(Pipeline, args.pipeline),
         dry_run=args.dry_run,
         skip_tests=args.skip_tests,
         allow_dirty=args.allow_dirty,
-        base_url=args.base_url,
-        origin=args.origin,
-        proxy_url=args.proxy_url,
-        stages=_stages(args.stages),
         message=args.message,
-        soak=args.soak,
     )
     report = release(settings, options)
     path = settings.artifacts_dir / REPORT_JSON

@@ -28,7 +28,7 @@ from tests.fakes.cloudflare_api import FakeCloudflare
 
 NEW, OLD = "4a1b2c3d-0000-4000-8000-00000000000a", "4a1b2c3d-0000-4000-8000-00000000000b"
 DATASET = "immcad_requests"
-GATES = StageGates(soak_seconds=0, max_soak_seconds=0, min_requests=100)
+GATES = StageGates(max_soak_seconds=0, min_requests=100)
 
 
 # --------------------------------------------------------------------------------- the Worker's side
@@ -275,7 +275,7 @@ def test_a_stage_with_a_higher_error_rate_fails(api: FakeCloudflare, settings: A
     api.analytics.seed(DATASET, NEW, 300, Profile(error_rate=0.08))
     api.analytics.seed(DATASET, OLD, 2700, Profile(error_rate=0.01))
     record = run_stage(
-        settings, new=NEW, old=OLD, percent=10, started_ago=30, gates=GATES, sleep=lambda s: None
+        settings, new=NEW, old=OLD, percent=10, started_ago=30, soak=0, gates=GATES, sleep=lambda s: None
     )
     assert record["verdict"] == "fail" and record["outcome"] == "fail"
     assert record["versions"]["new"]["error_rate"] == pytest.approx(0.08)
@@ -295,13 +295,14 @@ def test_an_inconclusive_stage_is_extended_then_the_policy_decides(
         sleeps.append(seconds)
         now[0] += seconds
 
-    gates = dataclasses.replace(GATES, soak_seconds=60, max_soak_seconds=150)
+    gates = dataclasses.replace(GATES, max_soak_seconds=150)
     record = run_stage(
         settings,
         new=NEW,
         old=OLD,
         percent=10,
         started_ago=0,
+        soak=60,
         gates=gates,
         sleep=sleep,
         clock=lambda: now[0],
@@ -310,13 +311,14 @@ def test_an_inconclusive_stage_is_extended_then_the_policy_decides(
     assert sleeps == [60, 60, 30]  # the soak, then extensions up to the bound
     assert record["queries"] == 3 and record["verdict"] == "inconclusive" and record["outcome"] == "fail"
     assert "too little traffic: 40" in record["reason"] and "fail safe" in record["reason"]
-    passing = dataclasses.replace(gates, inconclusive="pass", max_soak_seconds=0, soak_seconds=0)
+    passing = dataclasses.replace(gates, inconclusive="pass", max_soak_seconds=0)
     record = run_stage(
         settings,
         new=NEW,
         old=OLD,
         percent=10,
         started_ago=0,
+        soak=0,
         gates=passing,
         sleep=sleep,
         client=_client(settings),
@@ -330,13 +332,14 @@ def test_traffic_arriving_during_the_extension_gives_a_verdict(api: FakeCloudfla
     def sleep(seconds: float) -> None:
         api.analytics.seed(DATASET, NEW, 150, Profile())
 
-    gates = dataclasses.replace(GATES, soak_seconds=1, max_soak_seconds=5)
+    gates = dataclasses.replace(GATES, max_soak_seconds=5)
     record = run_stage(
         settings,
         new=NEW,
         old=OLD,
         percent=10,
         started_ago=0,
+        soak=1,
         gates=gates,
         sleep=sleep,
         client=_client(settings),
@@ -346,13 +349,13 @@ def test_traffic_arriving_during_the_extension_gives_a_verdict(api: FakeCloudfla
 
 def test_sql_api_down_and_dataset_missing_are_inconclusive(api: FakeCloudflare, settings: Any) -> None:
     record = run_stage(
-        settings, new=NEW, old=OLD, percent=10, started_ago=0, gates=GATES, sleep=lambda s: None
+        settings, new=NEW, old=OLD, percent=10, started_ago=0, soak=0, gates=GATES, sleep=lambda s: None
     )
     assert record["verdict"] == "inconclusive" and f"dataset {DATASET} not found" in record["reason"]
     api.analytics.seed(DATASET, NEW, 500, Profile())
     api.fail("POST", "/analytics_engine/sql", 10003, "down", status=502, times=10)
     record = run_stage(
-        settings, new=NEW, old=OLD, percent=10, started_ago=0, gates=GATES, sleep=lambda s: None
+        settings, new=NEW, old=OLD, percent=10, started_ago=0, soak=0, gates=GATES, sleep=lambda s: None
     )
     assert record["verdict"] == "inconclusive" and "did not answer after 4 attempts" in record["reason"]
     assert record["outcome"] == "fail"
@@ -369,6 +372,7 @@ def test_at_100_percent_the_old_numbers_come_from_the_earlier_stage(
         old=OLD,
         percent=100,
         started_ago=0,
+        soak=0,
         gates=GATES,
         baseline=baseline,
         sleep=lambda s: None,

@@ -18,15 +18,12 @@ from typing import Any
 
 import httpx
 
-from cfops import output
+from cfops import cloudflare, output
+from cfops.cloudflare import ACCOUNT_ID, API_BASE_URL, API_TOKEN, AUTH_CODES, CREDENTIALS
 from cfops.config import Settings
 from cfops.errors import CfopsError, CheckFailed, UsageError
-from cfops.wrangler import CREDENTIALS, missing_credentials
 
-DEFAULT_API = "https://api.cloudflare.com/client/v4"
-# How the dashboard names it: Permissions → Account | Account Analytics | Read.
-PERMISSION = "Account Analytics Read"
-_AUTH_CODES = {9109, 10000, 10001}
+PERMISSION = cloudflare.ANALYTICS_PERMISSION
 
 
 class AnalyticsAccessError(CheckFailed):
@@ -73,7 +70,7 @@ def _auth_refused(response: httpx.Response) -> bool:
         return False
     errors = body.get("errors") if isinstance(body, dict) else None
     return isinstance(errors, list) and any(
-        isinstance(e, dict) and e.get("code") in _AUTH_CODES for e in errors
+        isinstance(e, dict) and e.get("code") in AUTH_CODES for e in errors
     )
 
 
@@ -87,16 +84,16 @@ class SqlClient:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        missing = missing_credentials(settings)
+        missing = [name for name in CREDENTIALS if not settings.env.get(name, "").strip()]
         if missing:
             raise UsageError(
                 f"{' and '.join(missing)} not set: the analysis reads the account's Analytics Engine "
                 f"(the token needs {PERMISSION})"
             )
         env = settings.env
-        base = (env.get("CLOUDFLARE_API_BASE_URL") or DEFAULT_API).rstrip("/")
-        self.url = f"{base}/accounts/{env['CLOUDFLARE_ACCOUNT_ID'].strip()}/analytics_engine/sql"
-        token = env["CLOUDFLARE_API_TOKEN"].strip()
+        base = (env.get(API_BASE_URL) or cloudflare.DEFAULT_API_BASE_URL).rstrip("/")
+        self.url = f"{base}/accounts/{env[ACCOUNT_ID].strip()}/analytics_engine/sql"
+        token = env[API_TOKEN].strip()
         output.add_secrets([token])
         self.attempts = max(1, settings.analytics.attempts)
         self._sleep = sleep
@@ -130,8 +127,8 @@ class SqlClient:
                     return self._answer(response, attempt)
                 if _auth_refused(response):
                     raise AnalyticsAccessError(
-                        f"the SQL API refused the token ({_error_text(response)}): {CREDENTIALS[0]} "
-                        f"needs the permission {PERMISSION} on the account {CREDENTIALS[1]} names"
+                        f"the SQL API refused the token ({_error_text(response)}): {API_TOKEN} "
+                        f"needs the permission {PERMISSION} on the account {ACCOUNT_ID} names"
                     )
                 if response.status_code != 429 and response.status_code < 500:
                     raise AnalyticsQueryError(f"the SQL API refused the query: {_error_text(response)}")

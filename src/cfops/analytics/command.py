@@ -1,4 +1,6 @@
-"""``python -m cfops.analytics``: the analysis commands the release runs (and people, to look).
+"""`cfops analytics`: real traffic per version from Workers Analytics Engine (check, stage, rehearse, show).
+
+The analysis commands the release runs (and people, to look):
 
     check                      the token can query Analytics Engine (and whether the dataset exists yet)
     stage --new V --old V …    soak, then judge one release stage by real traffic per version
@@ -109,6 +111,7 @@ def run_stage(
     old: str | None,
     percent: float,
     started_ago: float,
+    soak: float,
     gates: StageGates,
     baseline: VersionStats | None = None,
     client: SqlClient | None = None,
@@ -118,7 +121,7 @@ def run_stage(
     """Soak, query, judge; extend an inconclusive stage up to ``max_soak_seconds``; apply the policy."""
     began = clock() - started_ago
     versions = [new, *([old] if old else [])]
-    soak = max(gates.soak_seconds, 0.0)
+    soak = max(soak, 0.0)
     limit = max(gates.max_soak_seconds, soak)
     wait = soak - (clock() - began)
     queries = 0
@@ -293,12 +296,10 @@ def rehearse(points_file: Path, gates: StageGates) -> dict[str, Any]:
 
 def _gates(settings: Settings, args: argparse.Namespace) -> StageGates:
     gates = settings.release.gates
-    if getattr(args, "soak", None) is not None:
-        gates = replace(gates, soak_seconds=args.soak)
-    if getattr(args, "max_soak", None) is not None:
+    if args.max_soak is not None:
         gates = replace(gates, max_soak_seconds=args.max_soak)
-    if gates.soak_seconds < 0 or gates.max_soak_seconds < 0:
-        raise UsageError("--soak and --max-soak must be >= 0 seconds")
+    if gates.max_soak_seconds < 0:
+        raise UsageError("--max-soak must be >= 0 seconds")
     return gates
 
 
@@ -319,7 +320,7 @@ def _write(path: str | None, record: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = cli.parser("python -m cfops.analytics", __doc__)
+    parser = cli.parser("analytics", __doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("check", help="the token can query Analytics Engine")
     stage = commands.add_parser("stage", help="soak, then judge one release stage")
@@ -330,7 +331,9 @@ def main(argv: Sequence[str]) -> int:
         "--started-ago", type=float, default=0.0, help="seconds since the stage's promote began"
     )
     stage.add_argument(
-        "--soak", type=float, help="seconds to wait before reading (default: [tool.cfops.release.gates])"
+        "--soak",
+        type=float,
+        help="seconds to wait before reading (default: [tool.cfops.release] soak_seconds)",
     )
     stage.add_argument("--max-soak", type=float, help="extend an inconclusive stage up to this many seconds")
     stage.add_argument(
@@ -359,14 +362,15 @@ def main(argv: Sequence[str]) -> int:
     if args.command == "rehearse":
         record = rehearse(Path(args.points), settings.release.gates)
     else:
-        if args.percent <= 0 or args.percent > 100 or args.started_ago < 0:
-            raise UsageError("--percent must be in (0, 100] and --started-ago >= 0")
+        if args.percent <= 0 or args.percent > 100 or args.started_ago < 0 or (args.soak or 0) < 0:
+            raise UsageError("--percent must be in (0, 100], --started-ago and --soak >= 0")
         record = run_stage(
             settings,
             new=args.new,
             old=args.old,
             percent=args.percent,
             started_ago=args.started_ago,
+            soak=settings.release.soak_seconds if args.soak is None else args.soak,
             gates=_gates(settings, args),
             baseline=_baseline(args.baseline),
         )
