@@ -415,3 +415,23 @@ def test_the_live_table_shows_each_versions_last_window(api: FakeCloudflare, set
     assert "10%" in new_row and " 100 " in new_row and "10.00 %" in new_row
     old_row = next(line for line in text.splitlines() if OLD in line)
     assert " 900 " in old_row and "0.00 %" in old_row
+
+
+def test_status_lists_each_stages_verdict(api: FakeCloudflare, settings: Any) -> None:
+    from rich.console import Console
+
+    from cfops import report as artifacts
+    from cfops.status import artifacts_table
+
+    api.analytics.seed(DATASET, NEW, 300, Profile(error_rate=0.08))
+    api.analytics.seed(DATASET, OLD, 2700, Profile(error_rate=0.01))
+    record = run_stage(
+        settings, new=NEW, old=OLD, percent=10, started_ago=0, soak=0, gates=GATES, sleep=lambda s: None
+    )
+    artifacts.write_json(settings.artifacts_dir / "analysis-10.json", record)
+    (settings.artifacts_dir / "analysis-50.json").write_text('{"versions": 3}')
+    console = Console(width=300, record=True)
+    console.print(artifacts_table(settings))
+    text = console.export_text()
+    assert "analysis-10.json" in text and "fail (fail: 5xx rate 8.00 %" in text
+    assert "analysis-50.json" in text  # a malformed record is listed, not a crash

@@ -93,15 +93,15 @@ def _line(name: str, stats: VersionStats | None) -> str:
 
 def summary_line(record: dict[str, Any]) -> str:
     """The one line a stage's verdict prints (and the release report shows as the step's detail)."""
-    versions = record.get("versions") or {}
-    new = versions.get("new")
-    old = versions.get("old")
+    versions = record.get("versions")
+    versions = versions if isinstance(versions, dict) else {}
+    new, old = (v if isinstance(v, dict) else None for v in (versions.get("new"), versions.get("old")))
     sides = " | ".join(
         _line(name, VersionStats.from_dict(data) if data else None)
         for name, data in (("new", new), ("old", old))
     )
     label = " [seeded]" if record.get("seeded") else ""
-    return f"{record['outcome']}{label} ({record['verdict']}: {record['reason']}) — {sides}"
+    return f"{record.get('outcome')}{label} ({record.get('verdict')}: {record.get('reason')}) — {sides}"
 
 
 def run_stage(
