@@ -288,7 +288,7 @@ class PerfSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class DevProxySettings:
-    """`nox -s dev_proxy`: the edge proxy Worker under wrangler dev in front of the local backend."""
+    """`cfops dev-proxy`: the edge proxy Worker under wrangler dev in front of the local backend."""
 
     port: int = field(
         default=8788, metadata=setting("CFOPS_DEV_PROXY_PORT", flag="--port", help="proxy port")
@@ -341,7 +341,7 @@ BackendMode = Literal["proxy", "native"]
 
 @dataclass(frozen=True, kw_only=True)
 class PreflightSettings:
-    """`nox -s preflight`: Cloudflare platform facts and release policy, kept out of the code."""
+    """`cfops preflight`: Cloudflare platform facts and release policy, kept out of the code."""
 
     # Cloudflare's limits (cfops.cloudflare), lowered here to test the checks or to keep a margin.
     size_limit_kib: int = cloudflare.WORKER_SIZE_LIMIT_KIB

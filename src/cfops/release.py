@@ -373,7 +373,7 @@ def prepare(settings: Settings, options: Options) -> Context:
             raise UsageError(f"stages {list(stages)} must rise to 100 (e.g. 10,50,100)")
         ctx.options = dataclasses.replace(options, stages=tuple(stages))
         if not options.dry_run:
-            require_credentials(settings, "a production release")
+            require_credentials(settings, "a production release", dry_run_hint=True)
     if options.pipeline == "proxy":
         from cfops.deploy import backend_origin
 
@@ -381,7 +381,7 @@ def prepare(settings: Settings, options: Options) -> Context:
         if options.proxy_url or settings.release.proxy_url:
             ctx.values["proxy_url"] = options.proxy_url or settings.release.proxy_url
         if not options.dry_run:
-            require_credentials(settings, "a proxy release")
+            require_credentials(settings, "a proxy release", dry_run_hint=True)
     return ctx
 
 
