@@ -90,8 +90,6 @@ def advice_for(code: int | None) -> str | None:
 WORKER_SIZE_LIMIT_KIB = 65536
 # CPU a Worker's global scope may spend at startup before the upload is refused (STARTUP_CODE).
 STARTUP_LIMIT_MS = 1000.0
-# `wrangler versions deploy` splits traffic across at most this many versions.
-MAX_VERSIONS_PER_DEPLOYMENT = 2
 
 # ------------------------------------------------------------------------------------------ headers
 

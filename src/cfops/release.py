@@ -180,10 +180,11 @@ def _local_token(ctx: Context) -> dict[str, str]:
     """The local stack serves .dev.vars: its bearer token goes to the perf child by environment."""
     if ctx.options.pipeline != "local":
         return {}
+    from cfops.cloudflare import BEARER_TOKEN
     from cfops.dev import local_bearer_token
 
     token = local_bearer_token(ctx.settings)
-    return {"IMMCAD_API_BEARER_TOKEN": token} if token else {}
+    return {BEARER_TOKEN: token} if token else {}
 
 
 def _tests_step() -> Step:
