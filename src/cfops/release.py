@@ -464,12 +464,14 @@ def execute(ctx: Context, steps: list[Step], results: list[StepResult]) -> None:
                 output.echo(f"▶ {step.name}: {result.command}", style="bold")
                 if step.artifact:
                     ctx.artifact(step.artifact).unlink(missing_ok=True)
-                if step.service_url is not None:
-                    _start_service(ctx, argv, step)
-                    result.detail = f"serving {step.service_url(ctx)}"
-                else:
-                    last = _run_command(ctx, argv, step)
-                    result.detail = (step.after(ctx) if not dry else "") or last
+                # A step's own output folds into one group in a GitHub Actions log; ▶ and ✓ stay outside.
+                with output.group(step.name):
+                    if step.service_url is not None:
+                        _start_service(ctx, argv, step)
+                        result.detail = f"serving {step.service_url(ctx)}"
+                    else:
+                        last = _run_command(ctx, argv, step)
+                        result.detail = (step.after(ctx) if not dry else "") or last
                 result.status = "ok"
             except KeyboardInterrupt:
                 result.status, result.detail = "interrupted", "interrupted (Ctrl-C / SIGTERM)"
