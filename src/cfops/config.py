@@ -375,6 +375,7 @@ class ImageSettings:
 
 
 BackendMode = Literal["proxy", "native"]
+PreflightCachePolicy = Literal["reuse", "same-commit", "off"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -465,6 +466,24 @@ class PreflightSettings:
     # Upper bound for each external command a check runs (wrangler, git, node).
     command_timeout: float = field(
         default=180.0, metadata=setting(help="seconds for each external command a check runs")
+    )
+    # Reuse of the expensive checks' findings while nothing they read changed (cfops.preflight.cache):
+    # reuse | same-commit (also only from a run at the current commit) | off. A run takes the strictest
+    # of `cache`, `cache_ci` when CI is set, and `cache_production` with --target production.
+    cache: PreflightCachePolicy = field(
+        default="reuse",
+        metadata=setting(
+            "CFOPS_PREFLIGHT_CACHE", help="reuse cached findings: reuse, same-commit or off (--no-cache)"
+        ),
+    )
+    cache_ci: PreflightCachePolicy = field(
+        default="same-commit", metadata=setting(help="the cache policy when CI is set")
+    )
+    cache_production: PreflightCachePolicy = field(
+        default="same-commit", metadata=setting(help="the cache policy of --target production")
+    )
+    cache_file: Path = field(
+        default=Path(".cfops-cache/preflight.json"), metadata=setting(help="where the findings are cached")
     )
 
 

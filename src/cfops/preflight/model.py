@@ -33,6 +33,8 @@ class Finding:
     duration: float = 0.0
     # True when the check could not run for want of a tool or valid input: the run exits 2.
     usage_error: bool = False
+    # True when the finding was reused from the preflight cache (no input changed), not measured now.
+    cached: bool = False
 
 
 class Cancelled(Exception):
