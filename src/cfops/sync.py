@@ -21,8 +21,8 @@ from cfops.errors import CfopsError, CheckFailed, ConfigError, UsageError
 from cfops.wrangler import ensure_node_toolchain, pywrangler_problem
 
 Copier = Callable[[Path, Path], object]
-STAGING_PREFIX = ".sync-staging-"
-BACKUP_PREFIX = ".sync-old-"
+_STAGING_PREFIX = ".sync-staging-"
+_BACKUP_PREFIX = ".sync-old-"
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def check(settings: Settings) -> Drift:
 def _clear_leftovers(worker_dir: Path) -> None:
     # A sync killed outright (SIGKILL) can leave its staging or backup tree behind; the new sync
     # rebuilds every destination from source, so they hold nothing worth keeping.
-    for prefix in (STAGING_PREFIX, BACKUP_PREFIX):
+    for prefix in (_STAGING_PREFIX, _BACKUP_PREFIX):
         for leftover in worker_dir.glob(f"{prefix}*"):
             shutil.rmtree(leftover, ignore_errors=True)
 
@@ -166,8 +166,8 @@ def sync(settings: Settings, *, copy: Copier = shutil.copy2) -> SyncResult:
     worker_dir.mkdir(parents=True, exist_ok=True)
     _clear_leftovers(worker_dir)
     token = uuid.uuid4().hex[:8]
-    staging = worker_dir / f"{STAGING_PREFIX}{token}"
-    backup = worker_dir / f"{BACKUP_PREFIX}{token}"
+    staging = worker_dir / f"{_STAGING_PREFIX}{token}"
+    backup = worker_dir / f"{_BACKUP_PREFIX}{token}"
     targets = [e.dest for e in settings.sync.map] + [settings.sync.manifest]
     try:
         hashes: dict[Path, str] = {}
@@ -243,7 +243,7 @@ def main(argv: Sequence[str]) -> int:
             output.echo(line)
         if not drift.clean:
             raise CheckFailed(
-                f"the Worker bundle differs from the source in {drift.count} file(s): run nox -s sync"
+                f"the Worker bundle differs from the source in {drift.count} file(s): run cfops sync"
             )
         output.success(f"bundle in sync with the source ({len(desired_files(settings))} files)")
         return 0
