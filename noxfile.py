@@ -81,6 +81,7 @@ def cfops(session: nox.Session, command: str, *args: str) -> None:
         command,
         *shown,
         env={**secret_env, "CFOPS_PARENT_PID": str(os.getpid()), **bytecode_env(session)},
+        stderr=None,  # the command's errors and warnings stay on stderr (nox would fold them into stdout)
         interrupt_timeout=60.0,
         terminate_timeout=30.0,
     )

@@ -52,6 +52,11 @@ def bearer_conflict(values: Mapping[str, str | None]) -> bool:
     return bool(first and second and first != second)
 
 
+# Workers Analytics Engine: the token permission the SQL API needs (the dashboard's Account | Account
+# Analytics | Read), and the API's default base URL (CLOUDFLARE_API_BASE_URL overrides it).
+ANALYTICS_PERMISSION = "Account Analytics Read"
+DEFAULT_API_BASE_URL = "https://api.cloudflare.com/client/v4"
+
 # ------------------------------------------------------------------------------------ API error codes
 
 NOT_FOUND_CODE = 10007  # the Worker does not exist on this account
@@ -62,7 +67,7 @@ SECRET_NOT_DEPLOYED_CODES = frozenset({10214, 10215})
 AUTH_CODES = frozenset({10000, 10001, 9106, 9107, 9109})
 
 _ADVICE = {
-    SIZE_CODE: "the Worker bundle is too large: run `nox -s preflight` to see what makes it big",
+    SIZE_CODE: "the Worker bundle is too large: run `cfops preflight` to see what makes it big",
     STARTUP_CODE: "the Worker failed validation at startup: move imports and heavy work out of global scope "
     "(into the request handler) and check the bundle with `nox -s preflight`",
     NOT_FOUND_CODE: "the Worker does not exist on this account yet: deploy it once with --strategy direct",

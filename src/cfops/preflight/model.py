@@ -115,9 +115,16 @@ class Outcome:
         self.notes: list[str] = []
         self.measured: dict[str, Any] = {}
         self.limits: dict[str, Any] = {}
+        self.usage_error = False
 
     def fail(self, message: str) -> None:
         self.problems.append(("fail", message))
+
+    def bad_input(self, message: str) -> None:
+        """A project file that cannot be read (ConfigError): a failure, and the run exits 2 as every
+        other command does on the same file (deploy, dev …), not 1 as for a target that fails a check."""
+        self.fail(message)
+        self.usage_error = True
 
     def warn(self, message: str) -> None:
         self.problems.append(("warn", message))
@@ -150,6 +157,7 @@ class Outcome:
             details=details,
             measured=dict(self.measured),
             limits=dict(self.limits),
+            usage_error=self.usage_error,
         )
 
 
