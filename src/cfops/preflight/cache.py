@@ -58,7 +58,16 @@ CACHED: dict[str, tuple[tuple[Part, ...], str]] = {
 }
 # Never digested: installed, generated, scratch, or holding secrets (a digest of a short secret would
 # be a brute-force target, and no cached check reads them).
-_SKIP_DIRS = {"node_modules", ".wrangler", "__pycache__", ".git", ".venv"}
+_SKIP_DIRS = {
+    "node_modules",
+    ".wrangler",
+    "__pycache__",
+    ".git",
+    ".venv",
+    ".nox",
+    ".mypy_cache",
+    ".ruff_cache",
+}
 _SKIP_FILES = (".dev.vars", ".env")
 _SKIP_SUFFIXES = (".pyc", ".pyo")
 # Variables of the environment that change what the wrangler children build or run.
@@ -265,11 +274,16 @@ def digest_files(files: Mapping[str, Path]) -> str:
     return total.hexdigest()
 
 
-def tree_files(directory: Path) -> dict[str, Path]:
-    """Every file under ``directory`` a cached check may read, by relative POSIX path."""
+def tree_files(directory: Path, skip: frozenset[Path] = frozenset()) -> dict[str, Path]:
+    """Every file under ``directory`` a cached check may read, by relative POSIX path (``skip``: what
+    the run itself writes, such as its artifacts and this cache)."""
     found: dict[str, Path] = {}
     for base, dirs, names in os.walk(directory):
-        dirs[:] = [d for d in dirs if d not in _SKIP_DIRS and not d.startswith(".sync-")]
+        dirs[:] = [
+            d
+            for d in dirs
+            if d not in _SKIP_DIRS and not d.startswith(".sync-") and Path(base, d) not in skip
+        ]
         for name in names:
             if name.startswith(_SKIP_FILES) or name.endswith(_SKIP_SUFFIXES) or name == ".DS_Store":
                 continue
@@ -281,10 +295,16 @@ def tree_files(directory: Path) -> dict[str, Path]:
 def _tree(ctx: Context) -> str | None:
     settings = ctx.settings
     files = {f"worker/{k}": v for k, v in tree_files(settings.worker_dir).items()}
-    # The configs and the allowlist count even when configured outside the Worker directory.
+    # The configs and the allowlist count even when configured outside the Worker directory, and so does
+    # the directory of a config kept elsewhere (its `main` and modules are found relative to it).
     for path in (settings.proxy.config, settings.native.config, settings.preflight.allowlist):
         if path.is_file():
             files[f"file:{path}"] = path
+    written = frozenset({settings.artifacts_dir, settings.preflight.cache_file.parent})
+    for config in (settings.proxy.config, settings.native.config):
+        if not config.parent.is_relative_to(settings.worker_dir) and config.parent.is_dir():
+            inside = tree_files(config.parent, written)
+            files.update({f"dir:{config.parent}/{k}": v for k, v in inside.items()})
     try:
         return digest_files(files)
     except OSError:
