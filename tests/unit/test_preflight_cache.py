@@ -423,3 +423,14 @@ def test_a_worker_configured_outside_the_worker_directory_is_an_input(pf_project
     assert remeasured(pf_project) == set()
     (pf_project / "edge.ts").write_text("export default { fetch() {} };\n")
     assert remeasured(pf_project) == set(ALL_CACHED)
+
+
+def test_another_environment_re_measures_only_the_check_that_imports_the_app(
+    pf_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `nox -s preflight` and the release's preflight run in different environments of the project: the
+    # wrangler checks and native-bundle do not depend on the installed packages, edge-contract does.
+    first_and_second(pf_project, Counted())
+    monkeypatch.setattr(sys, "executable", str(pf_project / "other-venv/bin/python"))
+    assert remeasured(pf_project) == {"edge-contract"}
+    assert remeasured(pf_project) == set()

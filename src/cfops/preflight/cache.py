@@ -8,7 +8,8 @@ A cached finding is stored under a key that digests every input its check reads:
   manifest: a file edited after the last sync, or with its mtime restored, still re-measures;
 - for the wrangler checks: the installed wrangler's version, the toolchain's lock digest, and the Node
   binary the wrangler child would run (resolved path, size, mtime) and the variables that steer it;
-- the measuring code and its Python: cfops's own source, the interpreter, the installed distributions;
+- the measuring code: cfops's own source, the zlib and Python version; for edge-contract, which builds
+  the app in a child of this interpreter, also the interpreter and its installed distributions;
 - the check's settings (the whole preflight table, the Worker settings, the sync excludes);
 - with the ``same-commit`` policy, the commit HEAD points at.
 
@@ -28,6 +29,7 @@ import shutil
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,13 +50,15 @@ FORMAT = 1
 _KEEP_PER_CHECK = 4
 _LOCK_TIMEOUT = 5.0
 
-Part = Literal["tree", "toolchain", "code", "settings", "commit"]
-# The cached checks, what they read, and the measurement without which a finding is not kept.
+Part = Literal["tree", "toolchain", "code", "python", "settings", "commit"]
+# The cached checks, what they read, and the measurement without which a finding is not kept. Only
+# edge-contract depends on the environment's packages (it builds the app with them): the others reuse a
+# finding measured from another of the project's environments (`nox -s preflight`'s for the release's).
 CACHED: dict[str, tuple[tuple[Part, ...], str]] = {
     "proxy-bundle": (("tree", "toolchain", "code", "settings"), "raw_bytes"),
     "startup": (("tree", "toolchain", "code", "settings"), "startup_cpu_ms"),
     "native-bundle": (("tree", "code", "settings"), "raw_bytes"),
-    "edge-contract": (("tree", "code", "settings"), "routes"),
+    "edge-contract": (("tree", "code", "python", "settings"), "routes"),
 }
 # Never digested: installed, generated, scratch, or holding secrets (a digest of a short secret would
 # be a brute-force target, and no cached check reads them).
@@ -345,19 +349,24 @@ def _toolchain(ctx: Context) -> str | None:
 
 
 def _code(_ctx: Context) -> str | None:
-    """cfops's own source (the measuring code) and the Python and packages the probe imports."""
+    """cfops's own source (the measuring code), and the zlib that computes the gzip sizes."""
     package = Path(__file__).resolve().parents[1]
     files = {p.relative_to(package).as_posix(): p for p in package.rglob("*.py")}
+    try:
+        source = digest_files(files)
+    except OSError:
+        return None
+    return _sha(json.dumps([source, zlib.ZLIB_RUNTIME_VERSION, sys.version_info[:2]]))
+
+
+def _python(_ctx: Context) -> str | None:
+    """The interpreter and the installed distributions (edge-contract's child imports the app with them)."""
     installed: list[str] = []
     for entry in sys.path:
         site = Path(entry)
         if entry.endswith("-packages") and site.is_dir():
             installed += sorted(p.name for p in site.iterdir() if p.suffix in (".dist-info", ".egg-info"))
-    try:
-        source = digest_files(files)
-    except OSError:
-        return None
-    return _sha(json.dumps([source, sys.version, sys.executable, installed]))
+    return _sha(json.dumps([sys.version, sys.executable, installed]))
 
 
 def _settings(ctx: Context) -> str | None:
@@ -385,6 +394,7 @@ _PARTS: dict[Part, Callable[[Context], str | None]] = {
     "tree": _tree,
     "toolchain": _toolchain,
     "code": _code,
+    "python": _python,
     "settings": _settings,
     "commit": _commit,
 }
