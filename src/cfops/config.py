@@ -310,6 +310,8 @@ class Settings:
     root: Path
     artifacts_dir: Path = field(default=Path("artifacts"), metadata=from_env("CFOPS_ARTIFACTS_DIR"))
     worker_dir: Path = Path("backend-cloudflare")
+    # The Node that runs wrangler and tsc; unset: the one pinned in worker_dir/package.json (cfops.node).
+    node: Path | None = field(default=None, metadata=from_env("CFOPS_NODE"))
     native: WorkerSettings = field(
         default_factory=lambda: WorkerSettings(
             name="immcad-backend-native-python", config=Path("backend-cloudflare/wrangler.toml")

@@ -219,13 +219,15 @@ def vendor(settings: Settings) -> str | None:
     so without the internet the bundle stays source-only (preflight says so, and --strict fails on it).
     """
     from cfops.dev import pywrangler_problem  # cfops.dev imports this module
-    from cfops.wrangler import ensure_node_toolchain
+    from cfops.wrangler import toolchain_env
 
     problem = pywrangler_problem(settings)
     if problem is not None:
         return problem
-    ensure_node_toolchain(settings)  # pywrangler runs `npx wrangler`: the pinned one in worker_dir
-    procs.run(["pywrangler", "sync"], cwd=settings.worker_dir, stream=True, timeout=900, what="pywrangler")
+    env = toolchain_env(settings)  # pywrangler runs `npx wrangler`: the pinned one, on the chosen Node
+    procs.run(
+        ["pywrangler", "sync"], cwd=settings.worker_dir, env=env, stream=True, timeout=900, what="pywrangler"
+    )
     return None
 
 

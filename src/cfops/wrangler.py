@@ -9,14 +9,14 @@ import os
 import shutil
 import tempfile
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import json5
 
-from cfops import output, procs
+from cfops import node, output, procs
 from cfops.config import Settings
 from cfops.errors import CheckFailed, CommandFailed, ConfigError, MissingToolError, UsageError
 
@@ -79,16 +79,31 @@ def ensure_node_toolchain(settings: Settings) -> Path:
     digest = _lock_digest(package_dir)
     marker = modules / _MARKER
     if not (marker.is_file() and marker.read_text().strip() == digest):
-        procs.which("node", hint="install Node.js 20 or newer")
+        # Any npm installs it (Node 20's included): the Node that then runs wrangler is the pinned package.
+        procs.which(
+            "node", hint="install Node.js and npm (any version from 20 on: the project pins its own Node)"
+        )
         npm = procs.which("npm", hint="install npm (it ships with Node.js)")
         procs.run([npm, "ci", "--no-audit", "--no-fund"], cwd=package_dir, timeout=600, what="npm ci")
         marker.write_text(digest + "\n")
     return modules / ".bin"
 
 
+def node_runtime(settings: Settings) -> node.NodeRuntime:
+    """The Node every wrangler/tsc child runs on (installs the toolchain first); exit 2 when unusable."""
+    ensure_node_toolchain(settings)
+    return node.locate(settings)
+
+
+def toolchain_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment additions for a Node-toolchain child: PATH with the chosen Node first."""
+    return node_runtime(settings).env(base)
+
+
 def wrangler_bin(settings: Settings) -> Path:
     """The pinned wrangler executable (installs the toolchain on first use)."""
     binary = ensure_node_toolchain(settings) / "wrangler"
+    node.locate(settings)  # a missing or too old Node is bad input before any wrangler call
     if not binary.exists():
         raise MissingToolError(
             f"{binary} missing after npm ci: is wrangler in {settings.worker_dir}/package.json?"
@@ -108,6 +123,7 @@ def typecheck(settings: Settings) -> int:
     result = procs.run(
         [tsc, "--noEmit", "--pretty", "false", "-p", project],
         cwd=settings.worker_dir,
+        env=toolchain_env(settings),
         timeout=300,
         check=False,
         what="tsc",
@@ -269,6 +285,7 @@ def wrangler_env(settings: Settings, *, offline: bool) -> dict[str, str]:
         if value and not (offline and name in _ACCOUNT_VARS):
             env[name] = value
     env.update(QUIET_ENV)
+    env.update(toolchain_env(settings, env))
     return env
 
 

@@ -20,7 +20,7 @@ import pytest
 from cfops import procs
 from cfops.config import load_settings
 from cfops.preflight.runner import CHECKS
-from cfops.wrangler import QUIET_ENV, wrangler_bin
+from cfops.wrangler import QUIET_ENV, toolchain_env, wrangler_bin
 from tests.conftest import clean_env
 from tests.preflight_fixtures import link_node_modules, make_project, run_preflight, set_preflight
 
@@ -42,7 +42,7 @@ def wrangler_total_upload(project: Path, config: str, outdir: Path) -> tuple[flo
     result = procs.run(
         [wrangler_bin(settings), "deploy", "--dry-run", "--outdir", outdir, "--config", config],
         cwd=project / "backend-cloudflare",
-        env=QUIET_ENV,
+        env={**QUIET_ENV, **toolchain_env(settings)},
         echo=False,
     )
     match = re.search(r"Total Upload: ([\d.]+) KiB / gzip: ([\d.]+) KiB", result.stdout)

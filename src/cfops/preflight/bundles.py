@@ -16,7 +16,7 @@ from cfops import procs
 from cfops.errors import ConfigError
 from cfops.preflight.model import Context, Finding, Outcome, kib
 from cfops.sync import walk_files
-from cfops.wrangler import QUIET_ENV, read_config
+from cfops.wrangler import read_config
 
 # Modules wrangler collects next to a Worker's main by default (its default module rules + Python).
 DEFAULT_MODULE_GLOBS = ("**/*.py", "**/*.txt", "**/*.html", "**/*.sql", "**/*.bin", "**/*.wasm")
@@ -128,7 +128,7 @@ def proxy_bundle(ctx: Context) -> Finding:
         result = ctx.run(
             [wrangler, "deploy", "--dry-run", "--outdir", outdir, "--config", config],
             cwd=config.parent,
-            env=QUIET_ENV,
+            env=ctx.toolchain.env(),
             what="wrangler deploy --dry-run",
         )
         out.measured["command"] = f"wrangler deploy --dry-run --outdir <tmp> --config {ctx.rel(config)}"
@@ -271,7 +271,7 @@ def startup(ctx: Context) -> Finding:
         result = ctx.run(
             [wrangler, "check", "startup", f"--args=--config={config.name}", "--outfile", profile_path],
             cwd=config.parent,
-            env=QUIET_ENV,
+            env=ctx.toolchain.env(),
             what="wrangler check startup",
         )
         out.measured["command"] = f"wrangler check startup --args=--config={config.name}"
