@@ -156,6 +156,8 @@ SIZE_CODE = 10027
 STARTUP_CODE = 10021
 NOT_FOUND_CODE = 10007
 SECRET_NOT_DEPLOYED_CODES = frozenset({10214, 10215})
+# wrangler >= 4.1xx turns those codes from `secret bulk` into this message, without the code.
+SECRET_NOT_DEPLOYED_TEXT = "the latest version of your worker isn't currently deployed"  # noqa: S105
 AUTH_CODES = frozenset({10000, 10001, 9106, 9107, 9109})
 
 _ADVICE = {
@@ -212,6 +214,15 @@ class WranglerRun:
         failed = self.event("command-failed")
         code = failed.get("code") if failed else None
         return code if isinstance(code, int) else None
+
+    @property
+    def secret_not_deployed(self) -> bool:
+        """Cloudflare refused a secret edit because the latest version is not the deployed one."""
+        if self.error_code in SECRET_NOT_DEPLOYED_CODES:
+            return True
+        failed = self.event("command-failed") or {}
+        text = f"{failed.get('message') or ''}\n{procs.strip_ansi(self.stderr)}".lower()
+        return SECRET_NOT_DEPLOYED_TEXT in text
 
     @property
     def error_message(self) -> str:
@@ -285,7 +296,6 @@ def wrangler_env(settings: Settings, *, offline: bool) -> dict[str, str]:
         if value and not (offline and name in _ACCOUNT_VARS):
             env[name] = value
     env.update(QUIET_ENV)
-    env.update(toolchain_env(settings, env))
     return env
 
 
@@ -311,6 +321,7 @@ def run_wrangler(
     workdir = tempfile.mkdtemp(prefix="cfops-wrangler-")  # 0700: wrangler's debug log may hold request bodies
     events_file = Path(workdir) / "events.ndjson"
     env = wrangler_env(settings, offline=offline)
+    env.update(toolchain_env(settings, env))  # the chosen Node first on PATH (wrangler.js, npx)
     env["WRANGLER_OUTPUT_FILE_PATH"] = str(events_file)
     env["WRANGLER_LOG_PATH"] = str(Path(workdir) / "logs")
     # Otherwise wrangler caches the account in node_modules/.cache, and a later call without
