@@ -1,4 +1,4 @@
-"""`nox -s deploy_native` / `nox -s deploy_proxy`: ship a Worker with the pinned wrangler.
+"""`cfops deploy`: ship a Worker with the pinned wrangler.
 
 Also the versions primitives the release pipeline composes: upload a version, split traffic between
 two versions, read the deployments and versions, roll back. Every wrangler call is recorded from its
@@ -21,14 +21,14 @@ from typing import Any, Literal, cast, get_args
 from urllib.parse import urlsplit
 
 from cfops import cli, output
+from cfops.cloudflare import NOT_FOUND_CODE
 from cfops.config import NativeRunner, Settings
-from cfops.dev import pywrangler_problem
 from cfops.errors import CfopsError, CheckFailed, CommandFailed, ConfigError, MissingToolError, UsageError
 from cfops.report import write_json
 from cfops.sync import sync
 from cfops.wrangler import (
-    NOT_FOUND_CODE,
     WranglerFailed,
+    pywrangler_problem,
     read_config,
     require_credentials,
     run_wrangler,
@@ -574,32 +574,28 @@ def deploy(
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = cli.parser("cfops deploy", __doc__)
+    parser = cli.parser("deploy", __doc__)
     parser.add_argument("worker", choices=WORKERS, help="native (Python Worker) or proxy (edge proxy)")
     parser.add_argument(
         "--dry-run", action="store_true", help="bundle and validate only; no credentials needed"
     )
     parser.add_argument("--strategy", choices=STRATEGIES, default="direct", help="direct (100%%) or versions")
-    parser.add_argument("--runner", choices=get_args(NativeRunner), default=None, help="native only")
-    parser.add_argument(
-        "--origin", default=None, help="proxy only: https origin (default IMMCAD_BACKEND_ORIGIN)"
-    )
+    cli.settings_flags(parser, "deploy", only=("native_runner", "backend_origin"))
     parser.add_argument("--message", default=None, help="annotation for the new version/deployment")
     parser.add_argument("--no-sync", action="store_true", help="native only: upload the bundle as it is")
     args = parser.parse_args(argv)
     worker = cast(Worker, args.worker)
-    if worker == "proxy" and (args.runner or args.no_sync):
+    flags = cli.flags_of(args)
+    if worker == "proxy" and ("deploy.native_runner" in flags or args.no_sync):
         raise UsageError("--runner and --no-sync apply to the native Worker only")
-    if worker == "native" and args.origin is not None:
+    if worker == "native" and "deploy.backend_origin" in flags:
         raise UsageError("--origin applies to the proxy Worker only")
-    settings = cli.settings_from_env()
+    settings = cli.load(args)
     result = deploy(
         settings,
         worker,
         strategy=cast(Strategy, args.strategy),
         dry_run=args.dry_run,
-        runner=args.runner,
-        origin=args.origin,
         message=args.message,
         sync_first=not args.no_sync,
     )

@@ -1,4 +1,4 @@
-"""`invoke release`: release pipelines — ordered steps, a failure policy, one report.
+"""`cfops release`: release pipelines — ordered steps, a failure policy, one report.
 
 Three pipelines, each an ordered list of named steps (data, below):
 
@@ -180,10 +180,11 @@ def _local_token(ctx: Context) -> dict[str, str]:
     """The local stack serves .dev.vars: its bearer token goes to the perf child by environment."""
     if ctx.options.pipeline != "local":
         return {}
+    from cfops.cloudflare import BEARER_TOKEN
     from cfops.dev import local_bearer_token
 
     token = local_bearer_token(ctx.settings)
-    return {"IMMCAD_API_BEARER_TOKEN": token} if token else {}
+    return {BEARER_TOKEN: token} if token else {}
 
 
 def _tests_step() -> Step:
@@ -624,37 +625,25 @@ def release(settings: Settings, options: Options) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- command
 
 
-def _stages(text: str | None) -> tuple[float, ...]:
-    if not text:
-        return ()
-    try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise UsageError(f"--stages {text!r}: expected percentages like 10,50,100") from None
-
-
 def main(argv: Sequence[str]) -> int:
-    parser = cli.parser("invoke release", __doc__)
+    parser = cli.parser("release", __doc__)
     parser.add_argument("pipeline", nargs="?", choices=PIPELINES, default="local")
     parser.add_argument("--dry-run", action="store_true", help="print the plan with the exact commands")
     parser.add_argument("--skip-tests", action="store_true", help="leave the test suite out")
     parser.add_argument("--allow-dirty", action="store_true", help="production: allow uncommitted changes")
-    parser.add_argument("--base-url", help="production: the native Worker's URL (IMMCAD_API_BASE_URL)")
-    parser.add_argument("--origin", help="proxy: the https container origin (IMMCAD_BACKEND_ORIGIN)")
-    parser.add_argument("--proxy-url", help="proxy: where the deployed proxy answers (IMMCAD_PROXY_URL)")
-    parser.add_argument("--stages", help="production: traffic percentages, e.g. 10,50,100")
+    cli.settings_flags(parser, "perf", only=("base_url",))
+    cli.settings_flags(parser, "deploy", only=("backend_origin",))
+    cli.settings_flags(parser, "release", only=("proxy_url", "stages"))
     parser.add_argument("--message", help="production: annotation of the new version")
     args = parser.parse_args(argv)
-    settings = cli.settings_from_env()
+    # --base-url, --origin, --proxy-url and --stages land in the settings (perf.base_url,
+    # deploy.backend_origin, release.proxy_url, release.stages), which prepare() reads.
+    settings = cli.load(args)
     options = Options(
         pipeline=cast(Pipeline, args.pipeline),
         dry_run=args.dry_run,
         skip_tests=args.skip_tests,
         allow_dirty=args.allow_dirty,
-        base_url=args.base_url,
-        origin=args.origin,
-        proxy_url=args.proxy_url,
-        stages=_stages(args.stages),
         message=args.message,
     )
     report = release(settings, options)

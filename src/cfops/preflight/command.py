@@ -1,4 +1,4 @@
-"""`nox -s preflight`: one release-readiness report, measured from the real bundles.
+"""`cfops preflight`: one release-readiness report, measured from the real bundles.
 
 Runs every check at once (configs, proxy-bundle, native-bundle, startup, sync, edge-contract, secrets,
 workflows, git, tooling), prints one table, writes artifacts/preflight.json and, in GitHub Actions,
@@ -8,13 +8,11 @@ or a missing tool.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
 from typing import cast
 
 from cfops import cli, output
-from cfops.config import BackendMode
 from cfops.errors import CfopsError
 from cfops.preflight import report as reporting
 from cfops.preflight.model import Context, Finding, Target, Toolchain
@@ -29,17 +27,13 @@ def _ids(values: Sequence[str] | None) -> list[str]:
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = cli.parser("nox -s preflight", __doc__)
+    parser = cli.parser("preflight", __doc__)
     ids = ", ".join(CHECKS)
     parser.add_argument(
         "--only", action="append", metavar="IDS", help=f"run only these checks (comma-separated: {ids})"
     )
     parser.add_argument("--skip", action="append", metavar="IDS", help="skip these checks (comma-separated)")
-    parser.add_argument(
-        "--mode",
-        choices=["proxy", "native"],
-        help="which Worker production runs (default: CLOUDFLARE_BACKEND_MODE or [tool.cfops.preflight] mode)",
-    )
+    cli.settings_flags(parser, "preflight", only=("mode",))
     parser.add_argument(
         "--target",
         choices=["local", "production"],
@@ -52,9 +46,8 @@ def main(argv: Sequence[str]) -> int:
     )
     args = parser.parse_args(argv)
     chosen = select(_ids(args.only), _ids(args.skip))
-    settings = cli.settings_from_env()
-    mode = cast(BackendMode, args.mode or settings.preflight.mode)
-    settings = dataclasses.replace(settings, preflight=dataclasses.replace(settings.preflight, mode=mode))
+    settings = cli.load(args)
+    mode = settings.preflight.mode
     ctx = Context(
         settings=settings,
         target=cast(Target, args.target),
