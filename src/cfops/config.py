@@ -454,7 +454,13 @@ class Settings:
     artifacts_dir: Path = field(default=Path("artifacts"), metadata=from_env("CFOPS_ARTIFACTS_DIR"))
     worker_dir: Path = Path("backend-cloudflare")
     # The Node that runs wrangler and tsc; unset: the one pinned in worker_dir/package.json (cfops.node).
-    node: Path | None = field(default=None, metadata=from_env("CFOPS_NODE"))
+    node: Path | None = field(
+        default=None,
+        metadata=setting(
+            "CFOPS_NODE",
+            help="the node executable wrangler and tsc run on (>= wrangler's engines); unset: the pinned one",
+        ),
+    )
     native: WorkerSettings = field(
         default_factory=lambda: WorkerSettings(
             name="immcad-backend-native-python", config=Path("backend-cloudflare/wrangler.toml")
