@@ -65,7 +65,7 @@ SECRET_NOT_DEPLOYED_TEXT = "the latest version of your worker isn't currently de
 AUTH_CODES = frozenset({10000, 10001, 9106, 9107, 9109})
 
 _ADVICE = {
-    SIZE_CODE: "the Worker bundle is too large: run `nox -s preflight` to see what makes it big",
+    SIZE_CODE: "the Worker bundle is too large: run `cfops preflight` to see what makes it big",
     STARTUP_CODE: "the Worker failed validation at startup: move imports and heavy work out of global scope "
     "(into the request handler) and check the bundle with `nox -s preflight`",
     NOT_FOUND_CODE: "the Worker does not exist on this account yet: deploy it once with --strategy direct",

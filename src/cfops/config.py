@@ -69,15 +69,27 @@ def _sync_map(raw: Any, root: Path) -> tuple[SyncEntry, ...]:
 
 @dataclass(frozen=True, kw_only=True)
 class WorkerSettings:
-    name: str
-    config: Path
+    name: str = field(metadata=setting(help="the Worker's name on Cloudflare"))
+    config: Path = field(metadata=setting(help="its wrangler config"))
 
 
 @dataclass(frozen=True, kw_only=True)
 class SyncSettings:
-    map: tuple[SyncEntry, ...] = field(default=(), metadata={"convert": _sync_map})
-    manifest: Path = Path("backend-cloudflare/sync-manifest.json")
-    exclude: tuple[str, ...] = ("__pycache__", "*.pyc", "*.pyo", ".DS_Store")
+    map: tuple[SyncEntry, ...] = field(
+        default=(),
+        metadata={
+            "convert": _sync_map,
+            "help": "source (repo) = destination (inside worker_dir); every destination is owned by the sync",
+        },
+    )
+    manifest: Path = field(
+        default=Path("backend-cloudflare/sync-manifest.json"),
+        metadata=setting(help="the sha256 manifest of the synced files"),
+    )
+    exclude: tuple[str, ...] = field(
+        default=("__pycache__", "*.pyc", "*.pyo", ".DS_Store"),
+        metadata=setting(help="file name patterns never copied"),
+    )
 
 
 Runtime = Literal["auto", "uvicorn", "pywrangler"]
@@ -99,9 +111,15 @@ class DevSettings:
             help="pywrangler dev, uvicorn, or auto (pywrangler if it can run)",
         ),
     )
-    startup_timeout: float = 30.0
-    pywrangler_probe: tuple[str, ...] = ("index.pyodide.org:443",)
-    vars: dict[str, str] = field(default_factory=dict)
+    startup_timeout: float = field(default=30.0, metadata=setting(help="seconds to wait for /healthz"))
+    pywrangler_probe: tuple[str, ...] = field(
+        default=("index.pyodide.org:443",),
+        metadata=setting(help="hosts pywrangler must reach to fetch Pyodide; unreachable: uvicorn fallback"),
+    )
+    vars: dict[str, str] = field(
+        default_factory=dict,
+        metadata=setting(help="Worker vars for local runs, over wrangler.toml [vars] and under .dev.vars"),
+    )
 
 
 _PROBE_KEYS = {"method", "path", "weight", "status", "json", "body", "headers"}
@@ -204,9 +222,11 @@ def parse_scenario(raw: Any, where: str) -> tuple[PerfProbe, ...]:
 class PerfBounds:
     """Limits on one run. They may be lowered in [tool.cfops.perf.bounds], never raised past these."""
 
-    max_requests: int = 100_000
-    max_concurrency: int = 1_000
-    max_duration_seconds: float = 600.0
+    max_requests: int = field(
+        default=100_000, metadata=setting(help="ceiling of requests per run (may be lowered, never raised)")
+    )
+    max_concurrency: int = field(default=1_000, metadata=setting(help="ceiling of requests in flight"))
+    max_duration_seconds: float = field(default=600.0, metadata=setting(help="ceiling of one run's duration"))
 
 
 Engine = Literal["aiohttp", "httpx", "httpx-aiohttp"]
@@ -282,28 +302,39 @@ class PerfSettings:
     bounds: PerfBounds = field(default_factory=PerfBounds)
     # Empty: the old canary probe (POST chat_path with a session id and a fixed message).
     scenario: tuple[PerfProbe, ...] = field(
-        default=(), metadata={"convert": lambda raw, _root: parse_scenario(raw, "[tool.cfops.perf.scenario]")}
+        default=(),
+        metadata={
+            "convert": lambda raw, _root: parse_scenario(raw, "[tool.cfops.perf.scenario]"),
+            "help": "weighted probes: name = {method, path, weight, status, json | body, headers}",
+        },
     )
 
 
 @dataclass(frozen=True, kw_only=True)
 class DevProxySettings:
-    """`nox -s dev_proxy`: the edge proxy Worker under wrangler dev in front of the local backend."""
+    """`cfops dev-proxy`: the edge proxy Worker under wrangler dev in front of the local backend."""
 
     port: int = field(
         default=8788, metadata=setting("CFOPS_DEV_PROXY_PORT", flag="--port", help="proxy port")
     )
     # wrangler dev bundles with esbuild and boots workerd before it answers.
-    startup_timeout: float = 60.0
+    startup_timeout: float = field(
+        default=60.0, metadata=setting(help="seconds for wrangler dev to bundle, boot workerd and answer")
+    )
     # Extra Worker vars for local runs (BACKEND_REQUEST_TIMEOUT_MS, BACKEND_RETRY_ATTEMPTS), layered
     # over the config's vars; BACKEND_ORIGIN is always the backend started (or named with --origin).
-    vars: dict[str, str] = field(default_factory=dict)
+    vars: dict[str, str] = field(
+        default_factory=dict,
+        metadata=setting(
+            help="Worker vars for local runs over the config's (BACKEND_ORIGIN is always set by the command)"
+        ),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class ImageTarget:
-    dockerfile: Path
-    tag: str
+    dockerfile: Path = field(metadata=setting(help="the Dockerfile (the build context is the project root)"))
+    tag: str = field(metadata=setting(help="the image tag"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -315,7 +346,12 @@ class ImageSettings:
         metadata=setting("PYTHON_IMAGE", flag="--python-image", help="base image of both Dockerfiles"),
     )
     # org.opencontainers.image.source; empty: the git remote "origin" (credentials stripped).
-    source: str = ""
+    source: str = field(
+        default="",
+        metadata=setting(
+            help="org.opencontainers.image.source label; empty: the git remote origin without credentials"
+        ),
+    )
     health_timeout: float = field(
         default=60.0,
         metadata=setting(
@@ -325,7 +361,9 @@ class ImageSettings:
         ),
     )
     # Bounds the whole build and every silent stretch of it (a RUN step that prints nothing).
-    build_timeout: float = 1800.0
+    build_timeout: float = field(
+        default=1800.0, metadata=setting(help="seconds for a whole build and for any silent stretch of it")
+    )
     spike: ImageTarget = field(
         default_factory=lambda: ImageTarget(
             dockerfile=Path("backend-cloudflare/Dockerfile"), tag="immcad-backend-spike:local"
@@ -337,21 +375,33 @@ class ImageSettings:
 
 
 BackendMode = Literal["proxy", "native"]
+PreflightCachePolicy = Literal["reuse", "same-commit", "off"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class PreflightSettings:
-    """`nox -s preflight`: Cloudflare platform facts and release policy, kept out of the code."""
+    """`cfops preflight`: Cloudflare platform facts and release policy, kept out of the code."""
 
     # Cloudflare's limits (cfops.cloudflare), lowered here to test the checks or to keep a margin.
-    size_limit_kib: int = cloudflare.WORKER_SIZE_LIMIT_KIB
+    size_limit_kib: int = field(
+        default=cloudflare.WORKER_SIZE_LIMIT_KIB,
+        metadata=setting(help="Worker size limit (uncompressed), Cloudflare's unless lowered"),
+    )
     # Optional gzip budget: the old per-plan limits (Free 3 MiB, Paid 10 MiB gzip) that teams keep.
     gzip_budget_kib: int | None = field(
         default=None,
-        metadata=from_env("CFOPS_PREFLIGHT_GZIP_BUDGET_KIB", "CLOUDFLARE_FREE_WORKER_GZIP_LIMIT_KIB"),
+        metadata=from_env(
+            "CFOPS_PREFLIGHT_GZIP_BUDGET_KIB",
+            "CLOUDFLARE_FREE_WORKER_GZIP_LIMIT_KIB",
+            help="optional gzip budget (the old Free 3 MiB / Paid 10 MiB limits); none: no budget",
+        ),
     )
-    startup_limit_ms: float = cloudflare.STARTUP_LIMIT_MS
-    compatibility_date_max_age_days: int = 365
+    startup_limit_ms: float = field(
+        default=cloudflare.STARTUP_LIMIT_MS, metadata=setting(help="Worker startup CPU limit")
+    )
+    compatibility_date_max_age_days: int = field(
+        default=365, metadata=setting(help="warn when a compatibility_date is older")
+    )
     # Which Worker production runs; the other one's over-budget bundle is only a warning.
     mode: BackendMode = field(
         default="native",
@@ -360,25 +410,34 @@ class PreflightSettings:
         ),
     )
     # Secrets a production deploy cannot work without (the hardened app refuses to start without a token).
-    required_secrets: tuple[str, ...] = (cloudflare.BEARER_TOKEN,)
+    required_secrets: tuple[str, ...] = field(
+        default=(cloudflare.BEARER_TOKEN,),
+        metadata=setting(help="secrets a production deploy cannot work without"),
+    )
     # Secrets the CI workflows may read besides secret_names (deploy credentials; GITHUB_TOKEN is built in).
-    ci_secrets: tuple[str, ...] = cloudflare.CREDENTIALS
+    ci_secrets: tuple[str, ...] = field(
+        default=cloudflare.CREDENTIALS,
+        metadata=setting(help="secrets the CI workflows may read besides secret_names"),
+    )
     # Case-insensitive shell-style patterns of values that were never filled in (what templates and
     # .env.example files ship with). The one placeholder rule (is_placeholder): preflight flags such a
     # value, secrets sync never pushes one.
-    placeholder_patterns: tuple[str, ...] = (
-        "your-*",
-        "your_*",
-        "changeme*",
-        "change-me*",
-        "change_me*",
-        "replace-*",
-        "replace_*",
-        "replaceme*",
-        "*placeholder*",
-        "<*",
-        "todo",
-        "xxx*",
+    placeholder_patterns: tuple[str, ...] = field(
+        default=(
+            "your-*",
+            "your_*",
+            "changeme*",
+            "change-me*",
+            "change_me*",
+            "replace-*",
+            "replace_*",
+            "replaceme*",
+            "*placeholder*",
+            "<*",
+            "todo",
+            "xxx*",
+        ),
+        metadata=setting(help="case-insensitive patterns of values never filled in (flagged, never pushed)"),
     )
     # [vars] the native Worker must hold for --target production (the app's hardened settings).
     production_vars: dict[str, str] = field(
@@ -388,15 +447,44 @@ class PreflightSettings:
             "ALLOW_SCAFFOLD_SYNTHETIC_CITATIONS": "false",
             "ENABLE_SCAFFOLD_PROVIDER": "false",
             "EXPORT_POLICY_GATE_ENABLED": "true",
-        }
+        },
+        metadata=setting(help="[vars] the native Worker must hold for --target production"),
     )
-    allowlist: Path = Path("backend-cloudflare/src/allowlist.json")
+    allowlist: Path = field(
+        default=Path("backend-cloudflare/src/allowlist.json"),
+        metadata=setting(help="the edge proxy's path allowlist"),
+    )
     # Paths under these prefixes must answer 401 without a bearer token.
-    protected_prefixes: tuple[str, ...] = ("/ops/",)
+    protected_prefixes: tuple[str, ...] = field(
+        default=("/ops/",), metadata=setting(help="paths that must answer 401 without a bearer token")
+    )
     # Owners whose GitHub Actions need no commit-SHA pin (GitHub's own).
-    first_party_action_owners: tuple[str, ...] = ("actions", "github")
+    first_party_action_owners: tuple[str, ...] = field(
+        default=("actions", "github"),
+        metadata=setting(help="GitHub Action owners that need no commit-SHA pin"),
+    )
     # Upper bound for each external command a check runs (wrangler, git, node).
-    command_timeout: float = 180.0
+    command_timeout: float = field(
+        default=180.0, metadata=setting(help="seconds for each external command a check runs")
+    )
+    # Reuse of the expensive checks' findings while nothing they read changed (cfops.preflight.cache):
+    # reuse | same-commit (also only from a run at the current commit) | off. A run takes the strictest
+    # of `cache`, `cache_ci` when CI is set, and `cache_production` with --target production.
+    cache: PreflightCachePolicy = field(
+        default="reuse",
+        metadata=setting(
+            "CFOPS_PREFLIGHT_CACHE", help="reuse cached findings: reuse, same-commit or off (--no-cache)"
+        ),
+    )
+    cache_ci: PreflightCachePolicy = field(
+        default="same-commit", metadata=setting(help="the cache policy when CI is set")
+    )
+    cache_production: PreflightCachePolicy = field(
+        default="same-commit", metadata=setting(help="the cache policy of --target production")
+    )
+    cache_file: Path = field(
+        default=Path(".cfops-cache/preflight.json"), metadata=setting(help="where the findings are cached")
+    )
 
 
 NativeRunner = Literal["auto", "pywrangler", "wrangler"]
@@ -421,7 +509,9 @@ class DeploySettings:
         metadata=setting("CFOPS_NATIVE_RUNNER", flag="--runner", help="who uploads the native Worker"),
     )
     # Upper bound for one wrangler call (an upload of the native bundle is the slowest).
-    timeout: float = field(default=600.0, metadata=from_env("CFOPS_WRANGLER_TIMEOUT"))
+    timeout: float = field(
+        default=600.0, metadata=from_env("CFOPS_WRANGLER_TIMEOUT", help="seconds for one wrangler call")
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -436,7 +526,10 @@ class ReleaseSettings:
         ),
     )
     # The origin the local rehearsal's proxy deploy dry-run is bundled with (.invalid is never resolvable).
-    rehearsal_origin: str = "https://origin.example.invalid"
+    rehearsal_origin: str = field(
+        default="https://origin.example.invalid",
+        metadata=setting(help="the origin the rehearsal's proxy dry-run is bundled with"),
+    )
     # Where the deployed edge proxy answers, for the smoke test of `invoke release-proxy`.
     proxy_url: str = field(
         default="",
@@ -445,14 +538,19 @@ class ReleaseSettings:
         ),
     )
     # Upper bound for one step (the test suite is the slowest).
-    step_timeout: float = 3600.0
+    step_timeout: float = field(default=3600.0, metadata=setting(help="seconds for one pipeline step"))
 
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     root: Path
-    artifacts_dir: Path = field(default=Path("artifacts"), metadata=from_env("CFOPS_ARTIFACTS_DIR"))
-    worker_dir: Path = Path("backend-cloudflare")
+    artifacts_dir: Path = field(
+        default=Path("artifacts"),
+        metadata=from_env("CFOPS_ARTIFACTS_DIR", help="where JSON and Markdown reports go"),
+    )
+    worker_dir: Path = field(
+        default=Path("backend-cloudflare"), metadata=setting(help="the Worker bundle directory")
+    )
     # The Node that runs wrangler and tsc; unset: the one pinned in worker_dir/package.json (cfops.node).
     node: Path | None = field(
         default=None,
@@ -472,11 +570,16 @@ class Settings:
         )
     )
     # Names whose values are secrets: pushed by secrets sync, redacted from every output.
-    secret_names: tuple[str, ...] = (
-        *cloudflare.BEARER_TOKEN_NAMES,
-        "GEMINI_API_KEY",
-        "CANLII_API_KEY",
-        "REDIS_URL",
+    secret_names: tuple[str, ...] = field(
+        default=(
+            *cloudflare.BEARER_TOKEN_NAMES,
+            "GEMINI_API_KEY",
+            "CANLII_API_KEY",
+            "REDIS_URL",
+        ),
+        metadata=setting(
+            help="names whose values are secrets: pushed by `cfops secrets`, redacted everywhere"
+        ),
     )
     sync: SyncSettings = field(default_factory=SyncSettings)
     dev: DevSettings = field(default_factory=DevSettings)

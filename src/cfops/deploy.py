@@ -248,7 +248,7 @@ def default_rollback_version(deployments: Sequence[Deployment]) -> str:
 
 def check_version_id(version_id: str) -> str:
     if not _UUID.match(version_id):
-        raise UsageError(f"{version_id!r} is not a version id (a UUID like 1b2c3d4e-…; see nox -s versions)")
+        raise UsageError(f"{version_id!r} is not a version id (a UUID like 1b2c3d4e-…; see cfops versions)")
     return version_id
 
 
@@ -347,7 +347,7 @@ def upload_version(
     """
     t = target(settings, worker)
     if not dry_run:
-        require_credentials(settings, f"uploading a version of {t.name}")
+        require_credentials(settings, f"uploading a version of {t.name}", dry_run_hint=True)
     if worker == "proxy":
         origin = backend_origin(origin if origin is not None else settings.deploy.backend_origin)
     args = [
@@ -492,7 +492,7 @@ def deploy(
     if worker == "proxy":
         origin = backend_origin(origin if origin is not None else settings.deploy.backend_origin)
     if not dry_run:
-        require_credentials(settings, f"deploying {t.name}")
+        require_credentials(settings, f"deploying {t.name}", dry_run_hint=True)
     if worker == "native":
         chosen = choose_runner(settings, runner or settings.deploy.native_runner, dry_run=dry_run)
         if sync_first:

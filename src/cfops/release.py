@@ -374,7 +374,7 @@ def prepare(settings: Settings, options: Options) -> Context:
             raise UsageError(f"stages {list(stages)} must rise to 100 (e.g. 10,50,100)")
         ctx.options = dataclasses.replace(options, stages=tuple(stages))
         if not options.dry_run:
-            require_credentials(settings, "a production release")
+            require_credentials(settings, "a production release", dry_run_hint=True)
     if options.pipeline == "proxy":
         from cfops.deploy import backend_origin
 
@@ -382,7 +382,7 @@ def prepare(settings: Settings, options: Options) -> Context:
         if options.proxy_url or settings.release.proxy_url:
             ctx.values["proxy_url"] = options.proxy_url or settings.release.proxy_url
         if not options.dry_run:
-            require_credentials(settings, "a proxy release")
+            require_credentials(settings, "a proxy release", dry_run_hint=True)
     return ctx
 
 
@@ -464,12 +464,14 @@ def execute(ctx: Context, steps: list[Step], results: list[StepResult]) -> None:
                 output.echo(f"▶ {step.name}: {result.command}", style="bold")
                 if step.artifact:
                     ctx.artifact(step.artifact).unlink(missing_ok=True)
-                if step.service_url is not None:
-                    _start_service(ctx, argv, step)
-                    result.detail = f"serving {step.service_url(ctx)}"
-                else:
-                    last = _run_command(ctx, argv, step)
-                    result.detail = (step.after(ctx) if not dry else "") or last
+                # A step's own output folds into one group in a GitHub Actions log; ▶ and ✓ stay outside.
+                with output.group(step.name):
+                    if step.service_url is not None:
+                        _start_service(ctx, argv, step)
+                        result.detail = f"serving {step.service_url(ctx)}"
+                    else:
+                        last = _run_command(ctx, argv, step)
+                        result.detail = (step.after(ctx) if not dry else "") or last
                 result.status = "ok"
             except KeyboardInterrupt:
                 result.status, result.detail = "interrupted", "interrupted (Ctrl-C / SIGTERM)"

@@ -96,7 +96,7 @@ def sync_secrets(settings: Settings, worker: Worker = "native", *, dry_run: bool
             f"none of {', '.join(settings.secret_names)} has a value to push: "
             "set them in the environment or .env"
         )
-    require_credentials(settings, f"pushing secrets to {t.name}")
+    require_credentials(settings, f"pushing secrets to {t.name}", dry_run_hint=True)
     payload = json.dumps(wanted.values)  # one line: wrangler joins the stdin lines before parsing
     config = config_args(settings, t)
     run = run_wrangler(settings, ["secret", "bulk", *config], input=payload, check=False)
@@ -147,7 +147,7 @@ def main(argv: Sequence[str]) -> int:
     elif result.method == "versions secret bulk":
         output.success(
             f"pushed {len(result.pushed)} secret(s) to {result.name} in new version {result.version_id} "
-            f"({names}); it receives traffic once deployed (nox -s versions, wrangler versions deploy)"
+            f"({names}); it receives traffic once deployed (cfops versions, wrangler versions deploy)"
         )
     else:
         output.success(f"pushed {len(result.pushed)} secret(s) to {result.name}: {names}")

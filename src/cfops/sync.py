@@ -281,7 +281,7 @@ def main(argv: Sequence[str]) -> int:
             output.echo(line)
         if not drift.clean:
             raise CheckFailed(
-                f"the Worker bundle differs from the source in {drift.count} file(s): run nox -s sync"
+                f"the Worker bundle differs from the source in {drift.count} file(s): run cfops sync"
             )
         output.success(f"bundle in sync with the source ({len(desired_files(settings))} files)")
         return 0

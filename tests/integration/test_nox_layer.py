@@ -10,15 +10,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
+from cfops import procs
 from tests.conftest import REPO, clean_env
 from tests.fakes.latency_server import latency_server
 
@@ -26,6 +29,7 @@ pytestmark = pytest.mark.integration
 
 TOKEN = "server-side-token-0042-nox"
 JSON_DASH = ("--requests", "3", "--json", "-")
+NOX = (sys.executable, "-m", "nox", "-f")
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +40,17 @@ def server() -> Iterator[str]:
 
 @pytest.fixture
 def fixture_project(tmp_path: Path) -> Path:
-    root = tmp_path / "proj"
-    (root / "src" / "cfops").mkdir(parents=True)
-    shutil.copy2(REPO / "noxfile.py", root / "noxfile.py")
-    for name in ("__init__.py", "argv.py"):  # what noxfile.py imports before any environment exists
-        shutil.copy2(REPO / "src" / "cfops" / name, root / "src" / "cfops" / name)
+    root = _front_files(tmp_path / "proj")
     (root / "pyproject.toml").write_text("[project]\nname = 'x'\nversion = '0'\n\n[tool.cfops]\n")
+    return root
+
+
+def _front_files(root: Path) -> Path:
+    """noxfile.py and what it imports before any environment exists, copied into ``root``."""
+    (root / "src" / "cfops").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(REPO / "noxfile.py", root / "noxfile.py")
+    for name in ("__init__.py", "argv.py"):
+        shutil.copy2(REPO / "src" / "cfops" / name, root / "src" / "cfops" / name)
     return root
 
 
@@ -149,3 +158,56 @@ def test_json_dash_prints_the_artifact_to_stdout_and_github_output(
     )
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1] == "::error::--requests: expected an integer, got 'x'"
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "nox killed"])
+def test_a_session_stops_what_its_command_started(project: Path, how: str) -> None:
+    """Ctrl-C reaches nox and the command (one process group): the command stops its backend. nox killed
+    outright (SIGKILL: no handler runs): the command's parent-death signal stops it all the same."""
+    _front_files(project)
+    port = procs.free_port()
+    port_args = ("--port", str(port))
+    proc = subprocess.Popen(
+        [
+            *NOX,
+            str(project / "noxfile.py"),
+            "--no-venv",
+            "-s",
+            "dev",
+            "--",
+            "--runtime",
+            "uvicorn",
+            *port_args,
+        ],
+        cwd=project,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal gives it
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.communicate()[0]
+            time.sleep(0.2)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert any("-m cfops dev" in " ".join(c.cmdline()) for c in children)
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.communicate(timeout=90)
+        else:
+            proc.kill()
+            proc.communicate(timeout=30)
+        _gone, alive = psutil.wait_procs(children, timeout=30)
+        assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -120,3 +120,16 @@ def test_secret_header_values_leave_argv_for_the_environment() -> None:
         "Cookie: @env:ALREADY",
     ]
     assert env == {"CFOPS_SECRET_ARG_0": "Bearer tok-123456", "CFOPS_SECRET_ARG_1": "k-98765"}
+
+
+def test_ci_runs_the_readmes_quick_start_and_test_command_exactly() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    quick = readme.split("## Quick start", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    first, second = quick.strip().splitlines()  # two commands, nothing installed globally
+    assert "pip install" in first and first.startswith("python3 -m venv .venv && .venv/bin/")
+    assert second == ".venv/bin/invoke release"
+    test_command = re.search(r"The test suite \(what CI runs, after the first command\): `([^`]+)`", readme)
+    assert test_command is not None
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert first in ci
+    assert test_command.group(1) in ci

@@ -92,18 +92,19 @@ def main(argv: Sequence[str]) -> int:
         labels[name] = value
     run_env = parse_assignments(settings, args.env, what="--env") if args.run else {}
 
-    report = build_image(
-        settings,
-        args.which,
-        tag=args.tag,
-        dockerfile=args.dockerfile,
-        build_args=build_args,
-        labels=labels,
-        no_cache=args.no_cache,
-        pull=args.pull,
-        sync_bundle=not args.no_sync,
-        verbose=args.verbose,
-    )
+    with output.group(f"build the {args.which} image"):
+        report = build_image(
+            settings,
+            args.which,
+            tag=args.tag,
+            dockerfile=args.dockerfile,
+            build_args=build_args,
+            labels=labels,
+            no_cache=args.no_cache,
+            pull=args.pull,
+            sync_bundle=not args.no_sync,
+            verbose=args.verbose,
+        )
     output.success(
         f"built {report.tag} {report.image_id[7:19]}: {_mib(report.size_bytes)} "
         f"({_mib(report.added_bytes)} over {report.base_image}), {report.layers} layers, "

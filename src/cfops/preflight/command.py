@@ -15,6 +15,7 @@ from typing import cast
 from cfops import cli, output
 from cfops.errors import CfopsError
 from cfops.preflight import report as reporting
+from cfops.preflight.cache import Cache, policy_for
 from cfops.preflight.model import Context, Finding, Target, Toolchain
 from cfops.preflight.runner import CHECKS, run_checks, select
 from cfops.report import append_step_summary, write_json
@@ -44,6 +45,11 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--allow-dirty", action="store_true", help="with --target production, a dirty working tree only warns"
     )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="measure every check anew (default: reuse a cached finding whose inputs did not change)",
+    )
     args = parser.parse_args(argv)
     chosen = select(_ids(args.only), _ids(args.skip))
     settings = cli.load(args)
@@ -56,7 +62,9 @@ def main(argv: Sequence[str]) -> int:
         toolchain=Toolchain(settings),
     )
     started = time.perf_counter()
-    findings = _run(ctx, chosen)
+    cache = Cache(settings, policy_for(settings, ctx.target, no_cache=args.no_cache))
+    findings = _run(ctx, chosen, cache)
+    cache.save()
     report = reporting.Report(
         findings=tuple(findings),
         target=ctx.target,
@@ -81,13 +89,13 @@ def main(argv: Sequence[str]) -> int:
     return report.exit_code
 
 
-def _run(ctx: Context, chosen: list[str]) -> list[Finding]:
+def _run(ctx: Context, chosen: list[str], cache: Cache) -> list[Finding]:
     if not output.is_terminal():
-        return run_checks(ctx, chosen)
+        return run_checks(ctx, chosen, cache=cache)
     console = output.console()
     with console.status(f"running {len(chosen)} checks: {', '.join(chosen)}") as status:
 
         def progress(finding: Finding, pending: list[str]) -> None:
             status.update(f"waiting for {', '.join(pending)}" if pending else "writing the report")
 
-        return run_checks(ctx, chosen, progress)
+        return run_checks(ctx, chosen, progress, cache)

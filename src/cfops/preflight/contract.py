@@ -120,11 +120,11 @@ def check(ctx: Context) -> Finding:
     try:
         allowlist = load_allowlist(facts.allowlist)
     except ConfigError as exc:
-        out.fail(str(exc).replace(str(facts.allowlist), ctx.rel(facts.allowlist)))
+        out.bad_input(str(exc).replace(str(facts.allowlist), ctx.rel(facts.allowlist)))
         return out.finding("")
     bundle_src = settings.worker_dir / "src"
     if not (bundle_src / "immcad_api").is_dir():
-        out.fail(f"the synced app is missing from {ctx.rel(bundle_src)}: run nox -s sync")
+        out.fail(f"the synced app is missing from {ctx.rel(bundle_src)}: run cfops sync")
         return out.finding("")
     try:
         bindings = config_vars(read_config(settings.native.config), settings.native.config)
