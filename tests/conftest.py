@@ -73,7 +73,7 @@ def _ignore_generated(directory: str, names: list[str]) -> set[str]:
 
 @pytest.fixture(scope="session")
 def node_modules() -> Path:
-    """This repository's pinned Node toolchain (wrangler 4.86.0): `npm ci` once, only if the lock changed."""
+    """This repository's pinned Node toolchain (Node + wrangler): `npm ci` once, only if the lock changed."""
     ensure_node_toolchain(load_settings(REPO, {}))
     return REPO / "backend-cloudflare" / "node_modules"
 

@@ -161,6 +161,18 @@ def _explicit(settings: Settings) -> tuple[Path, str] | None:
     return settings.node, source
 
 
+def choice(settings: Settings) -> Path | None:
+    """The Node ``locate`` would pick, without starting it (None: there is none)."""
+    explicit = _explicit(settings)
+    if explicit is not None:
+        return explicit[0]
+    pinned = pinned_binary(settings)
+    if pinned is not None:
+        return pinned
+    system = shutil.which("node")
+    return Path(system) if system else None
+
+
 def locate(settings: Settings) -> NodeRuntime:
     """The Node every wrangler/tsc child runs on (see the module doc); UsageError when none is usable.
 
