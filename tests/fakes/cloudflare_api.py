@@ -40,6 +40,8 @@ Endpoints (all under ``/client/v4``; ``{s}`` = ``/accounts/{account}/workers/scr
                                                             version = the LATEST one + the env merge-patch,
                                                             not deployed (10222 when there is no version)
     GET    /user, /memberships, /accounts, /user/tokens/verify   what ``wrangler whoami`` reads after 10000
+    POST   /accounts/{account}/analytics_engine/sql         Workers Analytics Engine SQL (tests/fakes/
+                                                            analytics_engine.py: data points, evaluator)
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
+from tests.fakes.analytics_engine import SQL_ERROR_STATUS, FakeAnalyticsEngine, SqlError
 
 PREFIX = "/client/v4"
 WORKER_NOT_FOUND = 10007
@@ -233,6 +237,8 @@ class FakeCloudflare:
         self.stray: list[str] = []
         self.failures: list[Failure] = []
         self.script_size_limit: int | None = None
+        # The account's Analytics Engine (the SQL endpoint); deployments feed it its traffic model.
+        self.analytics = FakeAnalyticsEngine()
         self._lock = threading.RLock()
         self._clock = itertools.count()
         self._epoch = datetime.now(UTC)
@@ -449,7 +455,11 @@ class FakeCloudflare:
         resolved: dict[str, dict[str, Any]] = {}
         for binding in requested:
             name = binding["name"]
-            inherits = binding.get("type") == "inherit" or set(binding) <= {"name", "type"}
+            # A text binding without its text inherits it; a binding that is only a name and a type by
+            # nature (version_metadata) does not.
+            inherits = binding.get("type") == "inherit" or (
+                binding.get("type") in {"secret_text", "plain_text"} and "text" not in binding
+            )
             if inherits:
                 if name not in previous:
                     raise ApiError(VALIDATION, f"binding {name} cannot be inherited: it does not exist")
@@ -514,9 +524,9 @@ class FakeCloudflare:
                     if account is not None and account != self.account_id:
                         raise ApiError(AUTH_ERROR, "Authentication error", 403)
                     result = handler(self, request, match)
-                    if isinstance(result, tuple):  # a raw (content type, body) answer
-                        content_type, body, extra = result
-                        return 200, {"content-type": content_type, **extra}, body
+                    if isinstance(result, tuple):  # a raw (content type, body, headers[, status]) answer
+                        content_type, body, extra, *status = result
+                        return (status or [200])[0], {"content-type": content_type, **extra}, body
                     return 200, {"content-type": "application/json"}, _envelope(result)
                 raise ApiError(7000, f"No route for {request.method} {request.path} in the fake API", 404)
             except ApiError as exc:
@@ -598,7 +608,18 @@ class FakeCloudflare:
         traffic = [(v["version_id"], float(v["percentage"])) for v in body.get("versions", [])]
         annotations = {"workers/triggered_by": "deployment", **(body.get("annotations") or {})}
         deployment = self._deploy(match["name"], traffic, annotations)
+        # The split's real traffic reaches Analytics Engine (when a test set a traffic model).
+        self.analytics.on_deployment(self.scripts[match["name"]].latest.id, deployment.traffic())
         return self._deployment_json(deployment)
+
+    def _analytics_sql(self, request: Recorded, match: re.Match[str]) -> Any:
+        if not self.analytics.readable:
+            raise ApiError(AUTH_ERROR, "Authentication error", 403)
+        try:
+            answer = self.analytics.answer(request.body.decode("utf-8", errors="replace"))
+        except SqlError as exc:
+            return "text/plain; charset=utf-8", str(exc).encode(), {}, SQL_ERROR_STATUS
+        return "application/json", json.dumps(answer).encode(), {}
 
     def _get_settings(self, request: Recorded, match: re.Match[str]) -> Any:
         script = self._script(match["name"])
@@ -834,6 +855,7 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     ("PATCH", re.compile(_W), FakeCloudflare._patch_worker),
     ("POST", re.compile(r"/accounts/(?P<account>[^/]+)/workers/workers"), FakeCloudflare._create_worker),
     ("PATCH", re.compile(_W + r"/versions/latest"), FakeCloudflare._patch_latest_version),
+    ("POST", re.compile(r"/accounts/(?P<account>[^/]+)/analytics_engine/sql"), FakeCloudflare._analytics_sql),
     ("GET", re.compile(r"/user"), FakeCloudflare._user),
     ("GET", re.compile(r"/user/tokens/verify"), FakeCloudflare._verify),
     ("GET", re.compile(r"/memberships"), FakeCloudflare._memberships),
@@ -847,6 +869,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: requests are recorded instead
         pass
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # The Date header follows the fake API's own clock (a test can skew it against the runner's).
+        when = (
+            (datetime.now(UTC) + self.api.analytics.clock_skew).timestamp()
+            if timestamp is None
+            else timestamp
+        )
+        return super().date_time_string(when)
 
     def _body(self) -> bytes:
         if self.headers.get("transfer-encoding", "").lower() == "chunked":
