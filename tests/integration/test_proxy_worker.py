@@ -32,7 +32,8 @@ from tests.integration.edge import (
     recording_backend,
 )
 
-pytestmark = pytest.mark.integration
+# One worker runs the whole module under parallel runs: each wrangler dev configuration starts once.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("proxy-worker")]
 
 ALLOWLIST = json.loads((REPO / "backend-cloudflare/src/allowlist.json").read_text())
 SPOOFED_TRACE = "spoofed-trace-id-0001"
