@@ -336,7 +336,7 @@ def test_a_failure_at_secrets_sync_never_uploads(
 ) -> None:
     cloudflare_api.seed(NATIVE)
     cloudflare_api.fail(
-        "PATCH", r"/workers/scripts/[^/]+/settings$", 10013, "secret store unavailable", times=5
+        "PATCH", r"/workers/scripts/[^/]+/secrets-bulk$", 10013, "secret store unavailable", times=5
     )
     proc = invoke(
         release_project,
