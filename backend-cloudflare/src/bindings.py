@@ -27,3 +27,17 @@ def apply_env_bindings(
             target[name] = value
             copied.append(name)
     return copied
+
+
+# The version-metadata binding ([version_metadata] in wrangler.toml): its ``id`` is the Worker version
+# serving this request, which every analytics data point carries.
+VERSION_METADATA_BINDING = "CF_VERSION_METADATA"
+
+
+def version_id(env: object, binding: str = VERSION_METADATA_BINDING) -> str | None:
+    """The serving version's id from the version-metadata binding, or None (local dev: no binding)."""
+    metadata = env.get(binding) if isinstance(env, dict) else getattr(env, binding, None)
+    if metadata is None:
+        return None
+    value = metadata.get("id") if isinstance(metadata, dict) else getattr(metadata, "id", None)
+    return value if isinstance(value, str) and value else None

@@ -34,6 +34,11 @@ COMMANDS: tuple[Command, ...] = (
     Command("promote", "cfops.promote", "move traffic between two versions of a Worker"),
     Command("rollback", "cfops.rollback", "put a Worker back on an earlier version"),
     Command("release", "cfops.release", "release pipelines: local rehearsal, production, proxy (--dry-run)"),
+    Command(
+        "analytics",
+        "cfops.analytics.command",
+        "real traffic per version (Analytics Engine): check access, judge a stage, show a window",
+    ),
     Command("status", "cfops.status", "each Worker's current deployment and the last artifacts"),
     Command("tscheck", "cfops.tscheck", "type-check the Worker's TypeScript (tsc --noEmit; part of lint)"),
     Command("docs", "cfops.docs", "write docs/configuration.md from the settings' own metadata (--check)"),
@@ -42,7 +47,7 @@ COMMANDS: tuple[Command, ...] = (
 BY_NAME = {command.name: command for command in COMMANDS}
 
 # Commands that nox and invoke do not expose under their own name (run as part of another one).
-CFOPS_ONLY = frozenset({"tscheck"})
+CFOPS_ONLY = frozenset({"tscheck", "analytics"})
 # Old names kept for the scripts, workflows and muscle memory that use them: old -> command (+ args).
 ALIASES: dict[str, tuple[str, ...]] = {
     "perf_smoke": ("perf",),

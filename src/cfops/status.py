@@ -44,6 +44,10 @@ def _summary(name: str, data: dict[str, Any]) -> str:
         return f"back on {data.get('version_id')}"
     if name == "preflight.json":
         return str(data.get("summary") or data.get("result") or data.get("status") or "")
+    if name.startswith("analysis-"):  # a release stage judged by its real traffic: old vs new
+        from cfops.analytics.command import summary_line
+
+        return summary_line(data)
     if name == "perf-smoke.json":
         verdict = data.get("verdict", {})
         return str(verdict.get("line") or verdict.get("passed"))
@@ -54,7 +58,8 @@ def artifacts_table(settings: Settings) -> Table:
     table = Table(title=f"last runs ({settings.artifacts_dir})", title_justify="left")
     for column in ("artifact", "written", "what"):
         table.add_column(column)
-    for name in _ARTIFACTS:
+    stages = sorted(p.name for p in settings.artifacts_dir.glob("analysis-*.json"))
+    for name in (*_ARTIFACTS, *stages):
         path: Path = settings.artifacts_dir / name
         if not path.is_file():
             continue

@@ -24,6 +24,7 @@ ENV_NAMES: tuple[str, ...] = (
     "ENABLE_SCAFFOLD_PROVIDER",
     "ALLOW_SCAFFOLD_SYNTHETIC_CITATIONS",
     "EXPORT_POLICY_GATE_ENABLED",
+    "IMMCAD_VERSION_ID",
 )
 
 
@@ -50,6 +51,11 @@ class Settings:
     model_api_key: str | None = field(default=None, repr=False)
     resource_root: Path | None = None
     allow_synthetic_citations: bool = False
+    # The Worker version this process serves (the entry copies it from the version-metadata binding;
+    # locally a dev var). Each analytics data point carries it.
+    version_id: str = "local"
+    # Local only: append each request's analytics data point to this JSONL file (the rehearsal reads it).
+    analytics_file: str | None = None
 
     @property
     def hardened(self) -> bool:
@@ -80,6 +86,8 @@ class Settings:
             model_api_key=(env.get("GEMINI_API_KEY") or "").strip() or None,
             resource_root=Path(root) if root else None,
             allow_synthetic_citations=_flag(env.get("ALLOW_SCAFFOLD_SYNTHETIC_CITATIONS"), False),
+            version_id=(env.get("IMMCAD_VERSION_ID") or "").strip() or "local",
+            analytics_file=(env.get("IMMCAD_ANALYTICS_FILE") or "").strip() or None,
         )
         if settings.hardened and not settings.bearer_token:
             raise SettingsError(
