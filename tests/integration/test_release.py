@@ -449,6 +449,9 @@ def test_local_rehearsal_from_invoke_lists_every_step(worker_project: Path) -> N
     through this checkout's tasks and sessions, on a copy of the project (CFOPS_ROOT): the sync and every
     artifact land in the copy, never in this checkout's bundle."""
     artifacts = worker_project / "artifacts"
+    for rel in (".dockerignore", "requirements/image.txt"):  # the spike image's build context
+        (worker_project / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, worker_project / rel)
     env = clean_env(CFOPS_ROOT=str(worker_project))
     manifest = REPO / "backend-cloudflare" / "sync-manifest.json"
     before = manifest.stat().st_mtime_ns if manifest.exists() else None
