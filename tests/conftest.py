@@ -106,7 +106,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def node_modules() -> Path:
-    """This repository's pinned Node toolchain (wrangler 4.86.0): `npm ci` once, only if the lock changed."""
+    """This repository's pinned Node toolchain (Node + wrangler): `npm ci` once, only if the lock changed."""
     return repo_toolchain()
 
 
