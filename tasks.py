@@ -146,6 +146,12 @@ def rollback(c: Context, worker: str = "native", version: str = "") -> None:
     nox(c, "rollback", "--worker", worker, *(["--version", version] if version else []))
 
 
+@task(help={"resume": "continue the interrupted release's stages (with canaries) instead of rolling back"})
+def recover(c: Context, resume: bool = False) -> None:
+    """Finish an interrupted release from its journal: roll back (default) or --resume (nox -s recover)."""
+    nox(c, "recover", *(["--resume"] if resume else []))
+
+
 @task
 def status(c: Context) -> None:
     """Current deployments (with credentials) and the last artifacts (nox -s status)."""
@@ -159,5 +165,17 @@ def check(c: Context) -> None:
 
 
 ns = Collection(
-    sync, dev, dev_proxy, image, preflight, lint, test, release, release_proxy, rollback, status, check
+    sync,
+    dev,
+    dev_proxy,
+    image,
+    preflight,
+    lint,
+    test,
+    release,
+    release_proxy,
+    rollback,
+    recover,
+    status,
+    check,
 )

@@ -21,6 +21,7 @@ COMMANDS = {
     "versions": "cfops.versions",
     "promote": "cfops.promote",
     "release": "cfops.release",
+    "recover": "cfops.recover",
     "status": "cfops.status",
 }
 

@@ -289,6 +289,10 @@ class DeploySettings:
     native_runner: NativeRunner = field(default="auto", metadata=from_env("CFOPS_NATIVE_RUNNER"))
     # Upper bound for one wrangler call (an upload of the native bundle is the slowest).
     timeout: float = field(default=600.0, metadata=from_env("CFOPS_WRANGLER_TIMEOUT"))
+    # Cloudflare calls that are safe to repeat (reads, splits, rollbacks) are tried at most this many
+    # times on a transient failure (connection lost, 5xx, 429), and none starts after this many seconds.
+    retry_attempts: int = field(default=4, metadata=from_env("CFOPS_RETRY_ATTEMPTS"))
+    retry_max_seconds: float = field(default=60.0, metadata=from_env("CFOPS_RETRY_MAX_SECONDS"))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -140,6 +140,22 @@ SIZE_CODE = 10027
 STARTUP_CODE = 10021
 NOT_FOUND_CODE = 10007
 SECRET_NOT_DEPLOYED_CODES = frozenset({10214, 10215})
+RATE_LIMIT_CODE = 971
+# Answers another attempt may not meet: rate limited, "An unknown error occurred" (what a 5xx carries).
+TRANSIENT_CODES = frozenset({RATE_LIMIT_CODE, 10013, 10002})
+# What wrangler says when the connection itself failed (undici's errors; no API code then).
+_TRANSIENT_TEXT = (
+    "fetch failed",
+    "other side closed",
+    "socket hang up",
+    "econnreset",
+    "econnrefused",
+    "etimedout",
+    "und_err",
+    "bad gateway",
+    "service unavailable",
+    "gateway timeout",
+)
 AUTH_CODES = frozenset({10000, 10001, 9106, 9107, 9109})
 
 _ADVICE = {
@@ -171,6 +187,14 @@ class WranglerFailed(CommandFailed):
     def __init__(self, message: str, *, code: int | None, returncode: int | None, output_tail: str) -> None:
         super().__init__(message, returncode=returncode, output_tail=output_tail)
         self.code = code
+
+    @property
+    def transient(self) -> bool:
+        """Whether another attempt may succeed: a 5xx/429 code or a lost connection, not a refusal."""
+        if self.code is not None:
+            return self.code in TRANSIENT_CODES
+        text = f"{self}\n{self.output_tail}".lower()
+        return any(marker in text for marker in _TRANSIENT_TEXT)
 
 
 @dataclass(frozen=True)

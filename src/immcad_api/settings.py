@@ -24,6 +24,7 @@ ENV_NAMES: tuple[str, ...] = (
     "ENABLE_SCAFFOLD_PROVIDER",
     "ALLOW_SCAFFOLD_SYNTHETIC_CITATIONS",
     "EXPORT_POLICY_GATE_ENABLED",
+    "IMMCAD_VERSION_ID",
 )
 
 
@@ -50,6 +51,9 @@ class Settings:
     model_api_key: str | None = field(default=None, repr=False)
     resource_root: Path | None = None
     allow_synthetic_citations: bool = False
+    # The Worker version serving (from the version-metadata binding; a dev var locally), sent on every
+    # answer as x-immcad-version so a canary can prove which version answered.
+    version_id: str = "local"
 
     @property
     def hardened(self) -> bool:
@@ -80,6 +84,7 @@ class Settings:
             model_api_key=(env.get("GEMINI_API_KEY") or "").strip() or None,
             resource_root=Path(root) if root else None,
             allow_synthetic_citations=_flag(env.get("ALLOW_SCAFFOLD_SYNTHETIC_CITATIONS"), False),
+            version_id=(env.get("IMMCAD_VERSION_ID") or "").strip() or "local",
         )
         if settings.hardened and not settings.bearer_token:
             raise SettingsError(

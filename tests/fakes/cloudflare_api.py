@@ -33,18 +33,20 @@ Endpoints (all under ``/client/v4``; ``{s}`` = ``/accounts/{account}/workers/scr
 
 from __future__ import annotations
 
+import contextlib
 import email.parser
 import email.policy
 import itertools
 import json
 import re
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -98,6 +100,18 @@ class Failure:
     message: str
     status: int
     times: int
+    # Transient faults (``inject``): a Retry-After header; "drop" closes the connection without an
+    # answer; "lost" carries the request out and then drops the connection (the answer is lost).
+    retry_after: float | None = None
+    mode: Literal["answer", "drop", "lost"] = "answer"
+
+
+class _Drop(Exception):
+    """Close the connection without answering (after ``then`` ran, when it is set)."""
+
+    def __init__(self, then: Callable[[], Any] | None = None) -> None:
+        super().__init__("dropped")
+        self.then = then
 
 
 @dataclass
@@ -163,11 +177,29 @@ class Script:
 
 
 class ApiError(Exception):
-    def __init__(self, code: int, message: str, status: int = 400) -> None:
+    def __init__(
+        self, code: int, message: str, status: int = 400, *, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
+        self.retry_after = retry_after
+
+
+def _error_answer(exc: ApiError) -> tuple[int, dict[str, str], bytes]:
+    body = json.dumps(
+        {
+            "success": False,
+            "errors": [{"code": exc.code, "message": exc.message}],
+            "messages": [],
+            "result": None,
+        }
+    ).encode()
+    headers = {"content-type": "application/json"}
+    if exc.retry_after is not None:
+        headers["retry-after"] = f"{exc.retry_after:g}"
+    return exc.status, headers, body
 
 
 def parse_multipart(content_type: str, body: bytes) -> dict[str, Part]:
@@ -297,6 +329,35 @@ class FakeCloudflare:
                 Failure(
                     method.upper(), re.compile(path), code, message or f"injected error {code}", status, times
                 )
+            )
+
+    def inject(
+        self,
+        method: str,
+        path: str,
+        *,
+        status: int = 503,
+        times: int = 1,
+        retry_after: float | None = None,
+        drop: bool = False,
+        lose_answer: bool = False,
+    ) -> None:
+        """Transient faults for the next ``times`` matching requests, as the real API shows them.
+
+        ``status`` 5xx answers Cloudflare's envelope with error 10013 ("An unknown error occurred"); 429
+        answers error 971 with a ``Retry-After`` header (``retry_after`` seconds, 1 by default); ``drop``
+        closes the connection without an answer; ``lose_answer`` carries the request out (an upload
+        lands) and then drops the connection, so the client never learns it succeeded.
+        """
+        if status == 429:
+            code, message = 971, "Please wait and consider throttling your request speed"
+            retry_after = 1.0 if retry_after is None else retry_after
+        else:
+            code, message = 10013, "An unknown error occurred"
+        mode: Literal["answer", "drop", "lost"] = "lost" if lose_answer else "drop" if drop else "answer"
+        with self._lock:
+            self.failures.append(
+                Failure(method.upper(), re.compile(path), code, message, status, times, retry_after, mode)
             )
 
     def calls(self, method: str | None = None, path: str | None = None) -> list[Recorded]:
@@ -436,7 +497,10 @@ class FakeCloudflare:
         resolved: dict[str, dict[str, Any]] = {}
         for binding in requested:
             name = binding["name"]
-            inherits = binding.get("type") == "inherit" or set(binding) <= {"name", "type"}
+            # A binding without a value inherits one, except those that carry none (version metadata).
+            inherits = binding.get("type") == "inherit" or (
+                set(binding) <= {"name", "type"} and binding.get("type") != "version_metadata"
+            )
             if inherits:
                 if name not in previous:
                     raise ApiError(VALIDATION, f"binding {name} cannot be inherited: it does not exist")
@@ -490,7 +554,20 @@ class FakeCloudflare:
                         and failure.pattern.search(request.path)
                     ):
                         failure.times -= 1
-                        raise ApiError(failure.code, failure.message, failure.status)
+                        if failure.mode == "drop":
+                            raise _Drop()
+                        if failure.mode == "lost":
+                            raise _Drop(then=lambda: self._route(request))
+                        raise ApiError(
+                            failure.code, failure.message, failure.status, retry_after=failure.retry_after
+                        )
+                return self._route(request)
+            except ApiError as exc:
+                return _error_answer(exc)
+
+    def _route(self, request: Recorded) -> tuple[int, dict[str, str], bytes]:
+        with self._lock:
+            try:
                 for method, pattern, handler in ROUTES:
                     if method != request.method:
                         continue
@@ -507,15 +584,7 @@ class FakeCloudflare:
                     return 200, {"content-type": "application/json"}, _envelope(result)
                 raise ApiError(7000, f"No route for {request.method} {request.path} in the fake API", 404)
             except ApiError as exc:
-                body = json.dumps(
-                    {
-                        "success": False,
-                        "errors": [{"code": exc.code, "message": exc.message}],
-                        "messages": [],
-                        "result": None,
-                    }
-                ).encode()
-                return exc.status, {"content-type": "application/json"}, body
+                return _error_answer(exc)
 
     def _service(self, request: Recorded, match: re.Match[str]) -> Any:
         script = self._script(match["name"])
@@ -763,7 +832,16 @@ class _Handler(BaseHTTPRequestHandler):
             headers={k.lower(): v for k, v in self.headers.items()},
             body=body,
         )
-        self._answer(*self.api.dispatch(request))
+        try:
+            answer = self.api.dispatch(request)
+        except _Drop as drop:
+            if drop.then is not None:
+                drop.then()
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self._answer(*answer)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_CONNECT = _handle
 
