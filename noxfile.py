@@ -81,11 +81,13 @@ def cfops(session: nox.Session, command: str, *args: str) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff + mypy --strict over src/, noxfile.py and tasks.py; tsc --noEmit over the Worker's TypeScript."""
+    """ruff, mypy --strict and import layers over src/, noxfile.py, tasks.py; tsc over the Worker."""
     install(session, "dev")
     session.run("ruff", "check", *LINT_PATHS)
     session.run("ruff", "format", "--check", *LINT_PATHS)
     session.run("mypy")
+    # The import layers of [tool.importlinter] (pyproject.toml): a cycle or an upward import fails lint.
+    session.run("lint-imports", "--no-logo", "--no-cache")
     cfops(session, "tscheck")
 
 

@@ -18,9 +18,10 @@ from typing import Any
 import httpx
 
 from cfops import output, retry
+from cfops.cloudflare import ACCOUNT_ID, API_BASE_URL, API_TOKEN, NOT_FOUND_CODE, advice_for
 from cfops.config import Settings
 from cfops.errors import CfopsError
-from cfops.wrangler import NOT_FOUND_CODE, advice_for, require_credentials
+from cfops.wrangler import require_credentials
 
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)
@@ -204,9 +205,9 @@ _clients: dict[tuple[str, str, str], CloudflareApi] = {}
 def client(settings: Settings, what: str = "reading the live state") -> CloudflareApi:
     """The process's client for these credentials (exit 2 without them)."""
     require_credentials(settings, what)
-    token = settings.env["CLOUDFLARE_API_TOKEN"].strip()
-    account = settings.env["CLOUDFLARE_ACCOUNT_ID"].strip()
-    base = settings.env.get("CLOUDFLARE_API_BASE_URL", "").strip() or DEFAULT_BASE_URL
+    token = settings.env[API_TOKEN].strip()
+    account = settings.env[ACCOUNT_ID].strip()
+    base = settings.env.get(API_BASE_URL, "").strip() or DEFAULT_BASE_URL
     output.add_secrets([token])
     key = (base, account, token)
     if key not in _clients:

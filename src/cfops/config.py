@@ -9,6 +9,7 @@ that can come from the environment names its variables in ``metadata["env"]``. U
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import tomllib
 import types
 import typing
@@ -19,6 +20,7 @@ from typing import Any, Literal, TypeVar
 
 from dotenv import dotenv_values
 
+from cfops import cloudflare
 from cfops.errors import ConfigError, UsageError
 
 T = TypeVar("T")
@@ -227,17 +229,14 @@ BackendMode = Literal["proxy", "native"]
 class PreflightSettings:
     """`nox -s preflight`: Cloudflare platform facts and release policy, kept out of the code."""
 
-    # Since 2026-09-04 every plan has one uncompressed Worker size limit (64 MiB).
-    size_limit_kib: int = 65536
+    # Cloudflare's limits (cfops.cloudflare), lowered here to test the checks or to keep a margin.
+    size_limit_kib: int = cloudflare.WORKER_SIZE_LIMIT_KIB
     # Optional gzip budget: the old per-plan limits (Free 3 MiB, Paid 10 MiB gzip) that teams keep.
     gzip_budget_kib: int | None = field(
         default=None,
         metadata=from_env("CFOPS_PREFLIGHT_GZIP_BUDGET_KIB", "CLOUDFLARE_FREE_WORKER_GZIP_LIMIT_KIB"),
     )
-    startup_limit_ms: float = 1000.0
-    # The codes Cloudflare rejects an upload with: script too large, and startup failures.
-    size_error_code: int = 10027
-    startup_error_code: int = 10021
+    startup_limit_ms: float = cloudflare.STARTUP_LIMIT_MS
     compatibility_date_max_age_days: int = 365
     # Which Worker production runs; the other one's over-budget bundle is only a warning.
     mode: BackendMode = field(default="native", metadata=from_env("CLOUDFLARE_BACKEND_MODE"))
@@ -245,16 +244,20 @@ class PreflightSettings:
     required_secrets: tuple[str, ...] = ("IMMCAD_API_BEARER_TOKEN",)
     # Secrets the CI workflows may read besides secret_names (deploy credentials; GITHUB_TOKEN is built in).
     ci_secrets: tuple[str, ...] = ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_ACCOUNT_ID")
-    # Case-insensitive shell-style patterns of values that were never filled in.
+    # Case-insensitive shell-style patterns of values that were never filled in (what templates and
+    # .env.example files ship with). The one placeholder rule (is_placeholder): preflight flags such a
+    # value, secrets sync never pushes one.
     placeholder_patterns: tuple[str, ...] = (
         "your-*",
         "your_*",
-        "changeme",
-        "change-me",
+        "changeme*",
+        "change-me*",
+        "change_me*",
         "replace-*",
         "replace_*",
+        "replaceme*",
         "*placeholder*",
-        "<*>",
+        "<*",
         "todo",
         "xxx*",
     )
@@ -351,6 +354,15 @@ _SECRET_HINTS = ("TOKEN", "KEY", "SECRET", "PASSWORD", "CREDENTIAL")
 def is_secret_name(settings: Settings, name: str) -> bool:
     """Configured secret names, plus anything named like a credential."""
     return name in settings.secret_names or any(hint in name.upper() for hint in _SECRET_HINTS)
+
+
+def is_placeholder(settings: Settings, value: str) -> bool:
+    """Whether ``value`` was never filled in (``[tool.cfops.preflight] placeholder_patterns``).
+
+    The one rule for both sides: preflight flags such a value, secrets sync skips it (never pushes it).
+    """
+    lowered = value.strip().lower()
+    return any(fnmatch.fnmatchcase(lowered, p.lower()) for p in settings.preflight.placeholder_patterns)
 
 
 def find_root(start: Path) -> Path:

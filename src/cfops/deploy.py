@@ -22,16 +22,16 @@ from typing import Any, Literal, cast, get_args
 from urllib.parse import urlsplit
 
 from cfops import cli, cloudflare_api, output, retry
+from cfops.cloudflare import RATE_LIMIT_CODE
 from cfops.cloudflare_api import Deployment, VersionInfo
 from cfops.config import NativeRunner, Settings
-from cfops.dev import pywrangler_problem
 from cfops.errors import CfopsError, CheckFailed, CommandFailed, ConfigError, MissingToolError, UsageError
 from cfops.report import write_json
 from cfops.sync import sync
 from cfops.wrangler import (
-    RATE_LIMIT_CODE,
     WranglerFailed,
     WranglerRun,
+    pywrangler_problem,
     read_config,
     require_credentials,
     run_wrangler,

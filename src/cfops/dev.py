@@ -8,9 +8,7 @@ by uvicorn instead, through the same env-binding function the Worker's entry.py 
 from __future__ import annotations
 
 import json
-import shutil
 import signal
-import socket
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -19,17 +17,16 @@ from typing import Literal, cast
 
 from dotenv import dotenv_values
 
-from cfops import cli, output, procs
+from cfops import cli, cloudflare, output, procs
 from cfops.config import Runtime, Settings, is_secret_name
 from cfops.devserver import BINDINGS_ENV
 from cfops.errors import MissingToolError
 from cfops.sync import sync
-from cfops.wrangler import config_vars, ensure_node_toolchain, read_config
+from cfops.wrangler import config_vars, ensure_node_toolchain, pywrangler_problem, read_config
 
 ResolvedRuntime = Literal["uvicorn", "pywrangler"]
 # pywrangler dev vendors packages and boots Pyodide before it answers; give it longer than uvicorn.
 _PYWRANGLER_MIN_STARTUP = 180.0
-_PROBE_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)
@@ -43,23 +40,6 @@ class Backend:
     url: str
     runtime: ResolvedRuntime
     service: procs.Service
-
-
-def pywrangler_problem(settings: Settings) -> str | None:
-    """Why pywrangler cannot run here, or None. Fast: local lookups plus short TCP probes."""
-    if not shutil.which("pywrangler"):
-        return "pywrangler is not installed (it comes with pip install -e '.[worker]')"
-    if not shutil.which("uv"):
-        return "uv is not installed (pywrangler uses it to vendor packages)"
-    for target in settings.dev.pywrangler_probe:
-        host, _, port = target.rpartition(":")
-        try:
-            with socket.create_connection((host, int(port)), timeout=_PROBE_TIMEOUT):
-                pass
-        except (OSError, ValueError) as exc:
-            reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
-            return f"cannot reach {target} ({reason}), which pywrangler needs to fetch the Pyodide runtime"
-    return None
 
 
 def choose_runtime(settings: Settings, requested: Runtime) -> RuntimeChoice:
@@ -97,7 +77,7 @@ def dev_bindings(settings: Settings, extra: Mapping[str, str] | None = None) -> 
 def local_bearer_token(settings: Settings) -> str | None:
     """The bearer token the local backend will require (from .dev.vars or the dev vars), if any."""
     bindings = dev_bindings(settings)
-    return bindings.get("IMMCAD_API_BEARER_TOKEN") or bindings.get("API_BEARER_TOKEN") or None
+    return cloudflare.bearer_token(bindings)
 
 
 @contextmanager

@@ -7,7 +7,6 @@ Ctrl-C. ``--origin URL`` fronts an origin that is already running (a container, 
 
 from __future__ import annotations
 
-import re
 import signal
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -19,7 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from cfops import cli, output, procs
+from cfops import cli, cloudflare, output, procs
 from cfops.config import Runtime, Settings, is_secret_name
 from cfops.dev import Backend, choose_runtime, dev_bindings, native_backend
 from cfops.errors import ServiceError, UsageError
@@ -70,20 +69,6 @@ def check_origin(origin: str) -> str:
 
 
 _TAIL = 40
-_LOCATION = re.compile(r"^\S+:\d+:\d+:$")
-
-
-def _wrangler_errors(tail: str) -> str:
-    """wrangler's ``✘ [ERROR]`` lines (and the source location after them) as one line, or ""."""
-    lines = [line.strip() for line in tail.splitlines() if line.strip()]
-    parts: list[str] = []
-    for index, line in enumerate(lines):
-        if "[ERROR]" in line:
-            parts.append(line.split("[ERROR]", 1)[1].strip())
-            following = lines[index + 1] if index + 1 < len(lines) else ""
-            if _LOCATION.match(following):
-                parts.append(f"(at {following.rstrip(':')})")
-    return " ".join(parts)
 
 
 def merged_vars(settings: Settings, origin: str, extra: Mapping[str, str] | None) -> dict[str, str]:
@@ -173,7 +158,7 @@ def edge_proxy(
                 started = True
                 yield EdgeProxy(url=url, origin=origin, vars=worker_vars, service=service)
         except ServiceError as exc:
-            detail = _wrangler_errors(service.tail(_TAIL))
+            detail = " ".join(cloudflare.error_lines(service.tail(_TAIL)))
             if started or not detail:
                 raise
             raise ServiceError(f"the edge proxy (wrangler dev) did not start: {detail}") from exc

@@ -15,37 +15,26 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal, cast
 
-from cfops import cli, output
-from cfops.config import Settings
+from cfops import cli, cloudflare, output
+from cfops.config import Settings, is_placeholder
 from cfops.deploy import WORKERS, Worker, config_args, list_versions, target, write_artifact
 from cfops.errors import UsageError
-from cfops.wrangler import SECRET_NOT_DEPLOYED_CODES, require_credentials, run_wrangler
-
-# Values that are obviously not real: what templates and .env.example files ship with.
-PLACEHOLDER_PREFIXES = (
-    "your-",
-    "your_",
-    "changeme",
-    "change-me",
-    "change_me",
-    "replace-",
-    "replace_",
-    "replaceme",
-    "placeholder",
-    "<",
-)
-BEARER_ALIASES = ("IMMCAD_API_BEARER_TOKEN", "API_BEARER_TOKEN")
+from cfops.wrangler import require_credentials, run_wrangler
 
 Method = Literal["secret bulk", "versions secret bulk", "dry run"]
 
 
-def skip_reason(value: str | None) -> str | None:
-    """Why a value is not pushed (unset, empty, placeholder), or None when it is a real value."""
+def skip_reason(settings: Settings, value: str | None) -> str | None:
+    """Why a value is not pushed (unset, empty, placeholder), or None when it is a real value.
+
+    Placeholders by the one rule preflight flags them with (config.is_placeholder): a value preflight
+    calls a placeholder is never pushed as a secret.
+    """
     if value is None:
         return "unset"
     if not value.strip():
         return "empty"
-    if value.strip().lower().startswith(PLACEHOLDER_PREFIXES):
+    if is_placeholder(settings, value):
         return "placeholder"
     return None
 
@@ -66,16 +55,16 @@ def plan(settings: Settings) -> SecretsPlan:
     skipped: dict[str, str] = {}
     for name in settings.secret_names:
         value = settings.env.get(name)
-        reason = skip_reason(value)
+        reason = skip_reason(settings, value)
         if reason is None and value is not None:
             values[name] = value.strip()
         else:
             skipped[name] = reason or "unset"
     output.add_secrets(values.values())
-    first, second = (values.get(name) for name in BEARER_ALIASES)
-    if first is not None and second is not None and first != second:
+    if cloudflare.bearer_conflict(values):
+        first, second = cloudflare.BEARER_TOKEN_NAMES
         raise UsageError(
-            f"{BEARER_ALIASES[0]} and {BEARER_ALIASES[1]} are both set and differ: the Worker reads either, "
+            f"{first} and {second} are both set and differ: the Worker reads either, "
             "so clients would be accepted or refused depending on which wins; set both to the same token or "
             "unset one"
         )
@@ -113,7 +102,7 @@ def sync_secrets(settings: Settings, worker: Worker = "native", *, dry_run: bool
     run = run_wrangler(settings, ["secret", "bulk", *config], input=payload, check=False)
     method: Method = "secret bulk"
     version_id = None
-    if not run.ok and run.error_code in SECRET_NOT_DEPLOYED_CODES:
+    if not run.ok and run.error_code in cloudflare.SECRET_NOT_DEPLOYED_CODES:
         output.warn(
             f"Cloudflare refused (error {run.error_code}): the latest version of {t.name} is not the "
             "deployed one; putting the secrets into a new version (`wrangler versions secret bulk`) instead"

@@ -18,6 +18,7 @@ from pathlib import Path
 from cfops import cli, output, procs
 from cfops.config import Settings, SyncEntry
 from cfops.errors import CfopsError, CheckFailed, ConfigError, UsageError
+from cfops.wrangler import ensure_node_toolchain, pywrangler_problem
 
 Copier = Callable[[Path, Path], object]
 STAGING_PREFIX = ".sync-staging-"
@@ -218,9 +219,6 @@ def vendor(settings: Settings) -> str | None:
     Returns None when done, else why it could not run: pywrangler downloads Pyodide and a CPython build,
     so without the internet the bundle stays source-only (preflight says so, and --strict fails on it).
     """
-    from cfops.dev import pywrangler_problem  # cfops.dev imports this module
-    from cfops.wrangler import ensure_node_toolchain
-
     problem = pywrangler_problem(settings)
     if problem is not None:
         return problem

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 import tomllib
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from typing import Any
 
 import json5
 
-from cfops import output, procs
+from cfops import cloudflare, output, procs
 from cfops.config import Settings
 from cfops.errors import CheckFailed, CommandFailed, ConfigError, MissingToolError, UsageError
 
@@ -86,6 +87,27 @@ def ensure_node_toolchain(settings: Settings) -> Path:
     return modules / ".bin"
 
 
+# pywrangler's reachability probes are short: a missing network must not stall a command that falls back.
+_PROBE_TIMEOUT = 2.0
+
+
+def pywrangler_problem(settings: Settings) -> str | None:
+    """Why pywrangler cannot run here, or None. Fast: local lookups plus short TCP probes."""
+    if not shutil.which("pywrangler"):
+        return "pywrangler is not installed (it comes with pip install -e '.[worker]')"
+    if not shutil.which("uv"):
+        return "uv is not installed (pywrangler uses it to vendor packages)"
+    for target in settings.dev.pywrangler_probe:
+        host, _, port = target.rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=_PROBE_TIMEOUT):
+                pass
+        except (OSError, ValueError) as exc:
+            reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+            return f"cannot reach {target} ({reason}), which pywrangler needs to fetch the Pyodide runtime"
+    return None
+
+
 def wrangler_bin(settings: Settings) -> Path:
     """The pinned wrangler executable (installs the toolchain on first use)."""
     binary = ensure_node_toolchain(settings) / "wrangler"
@@ -129,56 +151,8 @@ def typecheck(settings: Settings) -> int:
 # keeps its debug log in a private temp dir that is removed afterwards, and turns a Cloudflare error
 # code into advice.
 
-CREDENTIALS = ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_ACCOUNT_ID")
-# Variables that let wrangler reach an account; removed for offline (dry-run) calls.
-_ACCOUNT_VARS = (*CREDENTIALS, "CLOUDFLARE_API_KEY", "CLOUDFLARE_EMAIL")
 # Passed from settings.env (.env + environment) so a .env file can hold them.
-_PASS_THROUGH = (*_ACCOUNT_VARS, "CLOUDFLARE_API_BASE_URL")
-
-
-SIZE_CODE = 10027
-STARTUP_CODE = 10021
-NOT_FOUND_CODE = 10007
-SECRET_NOT_DEPLOYED_CODES = frozenset({10214, 10215})
-RATE_LIMIT_CODE = 971
-# Answers another attempt may not meet: rate limited, "An unknown error occurred" (what a 5xx carries).
-TRANSIENT_CODES = frozenset({RATE_LIMIT_CODE, 10013, 10002})
-# What wrangler says when the connection itself failed (undici's errors; no API code then).
-_TRANSIENT_TEXT = (
-    "fetch failed",
-    "other side closed",
-    "socket hang up",
-    "econnreset",
-    "econnrefused",
-    "etimedout",
-    "und_err",
-    "bad gateway",
-    "service unavailable",
-    "gateway timeout",
-)
-AUTH_CODES = frozenset({10000, 10001, 9106, 9107, 9109})
-
-_ADVICE = {
-    SIZE_CODE: "the Worker bundle is too large: run `nox -s preflight` to see what makes it big",
-    STARTUP_CODE: "the Worker failed validation at startup: move imports and heavy work out of global scope "
-    "(into the request handler) and check the bundle with `nox -s preflight`",
-    NOT_FOUND_CODE: "the Worker does not exist on this account yet: deploy it once with --strategy direct",
-    **dict.fromkeys(
-        SECRET_NOT_DEPLOYED_CODES,
-        "the latest version is not fully deployed: change secrets with `wrangler versions secret bulk` "
-        "(nox -s secrets_sync does so itself) or deploy the latest version first",
-    ),
-    **dict.fromkeys(
-        AUTH_CODES,
-        "authentication failed: CLOUDFLARE_API_TOKEN needs the scopes Account · Workers Scripts · Edit "
-        "(and Account Settings · Read), and CLOUDFLARE_ACCOUNT_ID must be that token's account",
-    ),
-}
-
-
-def advice_for(code: int | None) -> str | None:
-    """What to do about a Cloudflare API error code, or None when there is nothing specific to say."""
-    return _ADVICE.get(code) if code is not None else None
+_PASS_THROUGH = (*cloudflare.ACCOUNT_VARS, cloudflare.API_BASE_URL)
 
 
 class WranglerFailed(CommandFailed):
@@ -191,10 +165,7 @@ class WranglerFailed(CommandFailed):
     @property
     def transient(self) -> bool:
         """Whether another attempt may succeed: a 5xx/429 code or a lost connection, not a refusal."""
-        if self.code is not None:
-            return self.code in TRANSIENT_CODES
-        text = f"{self}\n{self.output_tail}".lower()
-        return any(marker in text for marker in _TRANSIENT_TEXT)
+        return cloudflare.is_transient(self.code, f"{self}\n{self.output_tail}")
 
 
 @dataclass(frozen=True)
@@ -226,9 +197,7 @@ class WranglerRun:
         failed = self.event("command-failed")
         message = str(failed.get("message") or "") if failed else ""
         if not message:
-            text = procs.strip_ansi(self.stderr + "\n" + self.stdout)
-            lines = [line.strip() for line in text.splitlines() if line.strip()]
-            message = lines[-1] if lines else "no output"
+            message = cloudflare.error_summary(self.stderr + "\n" + self.stdout, fallback="no output")
         return output.redact(message.strip().splitlines()[0])
 
     def json_output(self) -> Any:
@@ -247,7 +216,7 @@ class WranglerRun:
         if code is not None:
             text += f" (Cloudflare error {code})"
         text += f": {self.error_message}"
-        advice = advice_for(code)
+        advice = cloudflare.advice_for(code)
         if advice:
             text += f" — {advice}"
         return WranglerFailed(
@@ -272,7 +241,7 @@ def parse_events(text: str) -> tuple[dict[str, Any], ...]:
 
 
 def missing_credentials(settings: Settings) -> list[str]:
-    return [name for name in CREDENTIALS if not settings.env.get(name, "").strip()]
+    return [name for name in cloudflare.CREDENTIALS if not settings.env.get(name, "").strip()]
 
 
 def require_credentials(settings: Settings, what: str) -> None:
@@ -287,10 +256,10 @@ def require_credentials(settings: Settings, what: str) -> None:
 
 def wrangler_env(settings: Settings, *, offline: bool) -> dict[str, str]:
     """The environment of a wrangler child: this process's, plus credentials from .env, minus noise."""
-    env = {k: v for k, v in os.environ.items() if not (offline and k in _ACCOUNT_VARS)}
+    env = {k: v for k, v in os.environ.items() if not (offline and k in cloudflare.ACCOUNT_VARS)}
     for name in _PASS_THROUGH:
         value = settings.env.get(name)
-        if value and not (offline and name in _ACCOUNT_VARS):
+        if value and not (offline and name in cloudflare.ACCOUNT_VARS):
             env[name] = value
     env.update(QUIET_ENV)
     return env

@@ -9,6 +9,7 @@ import pytest
 
 from cfops import deploy as deploy_module
 from cfops import output
+from cfops.cloudflare import advice_for
 from cfops.config import load_settings
 from cfops.deploy import (
     Deployment,
@@ -21,7 +22,7 @@ from cfops.deploy import (
 )
 from cfops.errors import ConfigError, MissingToolError, UsageError
 from cfops.secrets import plan, skip_reason
-from cfops.wrangler import WranglerRun, advice_for, parse_events, require_credentials, wrangler_env
+from cfops.wrangler import WranglerRun, parse_events, require_credentials, wrangler_env
 
 V1 = "11111111-1111-4111-8111-111111111111"
 V2 = "22222222-2222-4222-8222-222222222222"
@@ -80,12 +81,26 @@ def test_backend_origin_with_credentials_is_refused_without_echoing_them() -> No
         ("replace-with-a-token", "placeholder"),
         ("placeholder", "placeholder"),
         ("<token>", "placeholder"),
+        ("todo", "placeholder"),
+        (" TODO ", "placeholder"),
+        ("xxxxxxxx", "placeholder"),
         ("tok-1234", None),
         ("redis://user:pw@cache:6379/0", None),
     ],
 )
-def test_skip_reason(value: str | None, reason: str | None) -> None:
-    assert skip_reason(value) == reason
+def test_skip_reason(value: str | None, reason: str | None, tmp_path: Path) -> None:
+    assert skip_reason(load_settings(_root(tmp_path), {}), value) == reason
+
+
+def test_a_todo_placeholder_is_never_pushed(tmp_path: Path) -> None:
+    """What preflight flags as a placeholder ("todo" among them), secrets sync does not push."""
+    settings = load_settings(
+        _root(tmp_path), {"IMMCAD_API_BEARER_TOKEN": "todo", "GEMINI_API_KEY": "g-real-1"}
+    )
+    result = plan(settings)
+    assert "IMMCAD_API_BEARER_TOKEN" not in result.values
+    assert result.skipped["IMMCAD_API_BEARER_TOKEN"] == "placeholder"
+    assert result.values == {"GEMINI_API_KEY": "g-real-1"}
 
 
 def test_secrets_plan_names_what_it_skips_and_refuses_differing_bearer_aliases(tmp_path: Path) -> None:
@@ -195,11 +210,17 @@ def test_cloudflare_error_codes_become_advice(code: int, advice: str) -> None:
     assert advice in str(error) and "\n" not in str(error)
 
 
-def test_failure_without_event_uses_the_last_line_of_output_and_redacts_it() -> None:
+def test_failure_without_event_uses_the_error_line_of_output_and_redacts_it() -> None:
     output.add_secrets(["s3cr3t-value"])
-    error = _run([], stderr="\x1b[31mX [ERROR]\x1b[0m something broke with s3cr3t-value\n").failure()
+    stderr = "\x1b[31mX [ERROR]\x1b[0m something broke with s3cr3t-value\n\nLogs were written to /tmp/x.log\n"
+    error = _run([], stderr=stderr).failure()
     assert error.code is None and advice_for(None) is None
-    assert str(error) == "wrangler deploy failed: X [ERROR] something broke with ***"
+    assert str(error) == "wrangler deploy failed: something broke with ***"
+
+
+def test_failure_without_event_or_error_line_uses_the_last_line_of_output() -> None:
+    error = _run([], stderr="starting\nsegmentation fault\n").failure()
+    assert str(error) == "wrangler deploy failed: segmentation fault"
 
 
 def test_parse_events_reads_nd_json_and_skips_garbage() -> None:

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from cfops import cli, perf
+from cfops.cloudflare import VERSION_OVERRIDE_HEADER as VERSION_HEADER
 from cfops.config import load_settings
 from cfops.errors import ConfigError, UsageError
-from cfops.perf.config import VERSION_HEADER, resolve
+from cfops.perf.config import resolve
 
 PERF_VARS = (
     "IMMCAD_API_BASE_URL",

@@ -398,12 +398,15 @@ def test_placeholder_secret_fails_in_production_without_showing_it(
     _assert_no_secret(run, placeholder)
 
 
-@pytest.mark.parametrize("value", ["changeme", "CHANGEME", "replace-me", "<token>", "my-placeholder-1"])
+@pytest.mark.parametrize(
+    "value", ["changeme", "CHANGEME", "replace-me", "<token>", "my-placeholder-1", "todo", "your-key"]
+)
 def test_placeholder_patterns(value: str) -> None:
-    from cfops.preflight.repo import is_placeholder
+    from cfops.config import is_placeholder
 
-    assert is_placeholder(value, load_settings(Path(__file__).parents[2], {}).preflight.placeholder_patterns)
-    assert not is_placeholder("Zr9-real-looking-token", ("your-*", "changeme", "*placeholder*"))
+    settings = load_settings(Path(__file__).parents[2], {})
+    assert is_placeholder(settings, value)
+    assert not is_placeholder(settings, "Zr9-real-looking-token")
 
 
 def test_missing_required_secret_fails_only_for_production(

@@ -156,7 +156,7 @@ def test_vendor_says_why_it_cannot_and_keeps_the_sync(
 ) -> None:
     """Vendoring needs pywrangler and the internet; without them the sync still lands, with a warning."""
     monkeypatch.setenv("CFOPS_ROOT", str(project))
-    monkeypatch.setattr("cfops.dev.pywrangler_problem", lambda settings: "cannot reach index.pyodide.org:443")
+    monkeypatch.setattr(sync, "pywrangler_problem", lambda settings: "cannot reach index.pyodide.org:443")
     assert cli.main(sync.main, ["--vendor"]) == 0
     err = capsys.readouterr().err
     assert "Python packages not vendored: cannot reach index.pyodide.org:443" in err

@@ -19,7 +19,7 @@ from types import TracebackType
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cfops import cli, output, procs
+from cfops import cli, cloudflare, output, procs
 from cfops.config import Settings
 from cfops.dev import local_bearer_token, native_backend
 from cfops.errors import UsageError
@@ -106,7 +106,7 @@ def embedded_backend(settings: Settings, config: RunConfig) -> Iterator[tuple[st
     """Sync and start the local backend (uvicorn, as `nox -s dev` falls back to) on a free port."""
     result = sync(settings)
     output.info(f"no base URL: measuring the local backend (synced {result.files} files)")
-    extra = {"IMMCAD_API_BEARER_TOKEN": config.bearer_token} if config.bearer_token else None
+    extra = {cloudflare.BEARER_TOKEN: config.bearer_token} if config.bearer_token else None
     if not config.bearer_token:
         # A token in backend-cloudflare/.dev.vars makes the local backend require it: send it.
         token = local_bearer_token(settings)

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from cfops import output
+from cfops import cloudflare, output
 from cfops.config import PerfBounds, PerfProbe, PerfSettings, Settings, parse_scenario, with_deferred_env
 from cfops.errors import ConfigError, UsageError
 
@@ -27,7 +27,6 @@ Engine = Literal["aiohttp", "httpx", "httpx-aiohttp"]
 ENGINES: tuple[Engine, ...] = ("aiohttp", "httpx", "httpx-aiohttp")
 # Ceilings no setting can raise: a canary is a probe, not a load test.
 HARD_BOUNDS = PerfBounds()
-VERSION_HEADER = "Cloudflare-Workers-Version-Overrides"
 # Every answer of the backend names the Worker version that produced it (the version-metadata binding in
 # the Worker, IMMCAD_VERSION_ID locally): Cloudflare ignores an override silently, so this is the proof.
 ANSWERED_BY_HEADER = "x-immcad-version"
@@ -276,9 +275,9 @@ def resolve(
         if not _WORKER_NAME.match(worker_name):
             raise UsageError(f"worker name {worker_name!r} is not a valid Worker name")
         # Cloudflare routes a request carrying this header to that version of the named Worker.
-        extra[VERSION_HEADER] = f'{worker_name}="{version_id}"'
+        extra[cloudflare.VERSION_OVERRIDE_HEADER] = f'{worker_name}="{version_id}"'
 
-    token = settings.env.get("IMMCAD_API_BEARER_TOKEN") or settings.env.get("API_BEARER_TOKEN") or None
+    token = cloudflare.bearer_token(settings.env)
     output.add_secrets([token])
     return RunConfig(
         base_url=url,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cfops import procs
+from cfops import cloudflare, procs
 from cfops.errors import ConfigError
 from cfops.preflight.model import Context, Finding, Outcome, kib
 from cfops.sync import walk_files
@@ -21,13 +21,6 @@ from cfops.wrangler import QUIET_ENV, read_config
 # Modules wrangler collects next to a Worker's main by default (its default module rules + Python).
 DEFAULT_MODULE_GLOBS = ("**/*.py", "**/*.txt", "**/*.html", "**/*.sql", "**/*.bin", "**/*.wasm")
 VENDOR_DIR = "python_modules"
-# Lines of wrangler's error output that carry no information about the failure.
-_NOISE = (
-    "Logs were written to",
-    "If you think this is a bug",
-    "Please report any issues",
-    "report this error",
-)
 
 
 @dataclass(frozen=True)
@@ -89,7 +82,7 @@ def judge(out: Outcome, ctx: Context, bundle: Bundle, label: str, *, severe: boo
     if bundle.raw > limit:
         report(
             f"{label} is {kib(bundle.raw)} uncompressed, over the {kib(limit)} limit: Cloudflare would "
-            f"reject the upload (error {facts.size_error_code})"
+            f"reject the upload (error {cloudflare.SIZE_CODE})"
         )
     if budget is not None and bundle.gzip > budget:
         report(f"{label} is {kib(bundle.gzip)} gzip, over the {kib(budget)} gzip budget")
@@ -105,14 +98,9 @@ def size_summary(ctx: Context, bundle: Bundle) -> str:
 
 def wrangler_error(result: procs.Result) -> tuple[str, list[str]]:
     """The one-line cause of a failed wrangler run, and the informative tail of its output."""
-    text = procs.strip_ansi(f"{result.stderr}\n{result.stdout}")
-    lines = [
-        line.rstrip() for line in text.splitlines() if line.strip() and not any(n in line for n in _NOISE)
-    ]
-    head = next((line.split("[ERROR]", 1)[1].strip() for line in lines if "[ERROR]" in line), "")
-    if not head:
-        head = lines[-1].strip() if lines else f"exit code {result.returncode}, no output"
-    return head, lines[-12:]
+    text = f"{result.stderr}\n{result.stdout}"
+    head = cloudflare.error_summary(text, fallback=f"exit code {result.returncode}, no output")
+    return head, cloudflare.informative_lines(text)[-12:]
 
 
 # ------------------------------------------------------------------------------------ proxy-bundle
@@ -292,7 +280,7 @@ def startup(ctx: Context) -> Finding:
     if cpu_ms > facts.startup_limit_ms:
         out.fail(
             f"proxy startup used {cpu_ms:.0f} ms CPU, over the {facts.startup_limit_ms:g} ms limit: "
-            f"Cloudflare would reject the deploy (error {facts.startup_error_code})"
+            f"Cloudflare would reject the deploy (error {cloudflare.STARTUP_CODE})"
         )
     out.note("measured locally by `wrangler check startup` (alpha); Cloudflare's CPUs differ")
     return out.finding(

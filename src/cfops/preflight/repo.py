@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import re
 import shutil
 
+from cfops import cloudflare
 from cfops import sync as sync_module
+from cfops.config import is_placeholder
 from cfops.errors import ConfigError, MissingToolError
 from cfops.preflight.bundles import wrangler_error
 from cfops.preflight.model import Context, Finding, Outcome, skipped
@@ -32,13 +33,6 @@ def sync(ctx: Context) -> Finding:
 
 # ---------------------------------------------------------------------------------------- secrets
 
-BEARER_ALIASES = ("IMMCAD_API_BEARER_TOKEN", "API_BEARER_TOKEN")
-
-
-def is_placeholder(value: str, patterns: tuple[str, ...]) -> bool:
-    lowered = value.strip().lower()
-    return any(fnmatch.fnmatchcase(lowered, pattern.lower()) for pattern in patterns)
-
 
 def secrets(ctx: Context) -> Finding:
     """Names only: the message, details and measured values never contain a secret's value."""
@@ -57,14 +51,12 @@ def secrets(ctx: Context) -> Finding:
         else:
             out.note(f"{name} is not set (required only for --target production)")
     for name in present:
-        if is_placeholder(env[name], facts.placeholder_patterns):
+        if is_placeholder(settings, env[name]):
             message = f"{name} holds a placeholder value, not a real secret"
             (out.fail if production and name in facts.required_secrets else out.warn)(message)
-    first, second = (env.get(name, "").strip() for name in BEARER_ALIASES)
-    if first and second and first != second:
-        out.fail(
-            f"{BEARER_ALIASES[0]} and {BEARER_ALIASES[1]} are both set but differ (the app refuses to start)"
-        )
+    if cloudflare.bearer_conflict(env):
+        first, second = cloudflare.BEARER_TOKEN_NAMES
+        out.fail(f"{first} and {second} are both set but differ (the app refuses to start)")
     out.measured.update(set=present, missing=[n for n in facts.required_secrets if n not in present])
     out.limits.update(required=list(facts.required_secrets), target=ctx.target)
     required = ", ".join(facts.required_secrets)
@@ -112,8 +104,6 @@ def git(ctx: Context) -> Finding:
 
 # ---------------------------------------------------------------------------------------- tooling
 
-CREDENTIALS = ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_API_KEY")
-
 
 def tooling(ctx: Context) -> Finding:
     out = Outcome("tooling")
@@ -154,11 +144,12 @@ def tooling(ctx: Context) -> Finding:
         )
     credentials = {
         name: settings.env[name]
-        for name in (*CREDENTIALS, "CLOUDFLARE_EMAIL", "CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_BASE_URL")
+        for name in (*cloudflare.ACCOUNT_VARS, cloudflare.API_BASE_URL)
         if settings.env.get(name)
     }
-    if not any(name in credentials for name in CREDENTIALS):
-        out.note("wrangler whoami skipped: no CLOUDFLARE_API_TOKEN (or CLOUDFLARE_API_KEY) set")
+    if not any(name in credentials for name in cloudflare.WRANGLER_AUTH):
+        token, key = cloudflare.WRANGLER_AUTH
+        out.note(f"wrangler whoami skipped: no {token} (or {key}) set")
         out.measured["whoami"] = "skipped"
     else:
         # Credentials reach wrangler through its environment, never its command line.
