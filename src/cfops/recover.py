@@ -34,6 +34,7 @@ from cfops.release import (
     Step,
     canary_step,
     run_pipeline,
+    smoke_step,
     split_step,
     stage_steps,
 )
@@ -112,6 +113,8 @@ def resume(settings: Settings, last: journal.ReleaseJournal) -> int:
     ctx.rollback_to, ctx.rollback_worker = stable, WORKER
     steps: list[Step] = [] if share is not None else [split_step(0)]
     steps.append(canary_step(ctx))
+    if current > 0:  # the stage the release stopped in: its smoke again, at the split it already has
+        steps.append(smoke_step(ctx, current))
     steps += stage_steps(ctx, [s for s in started.stages if s > current])
     output.info(f"resuming release {last.release} ({last.where()}): {new} at {current:g} %")
     report = run_pipeline(ctx, steps)

@@ -349,18 +349,17 @@ def _upload_step(ctx: Context) -> Step:
     )
 
 
-def stage_steps(ctx: Context, stages: Sequence[float]) -> list[Step]:
-    """A split and its smoke per stage (the smoke records the split it saw, by version)."""
+def smoke_step(ctx: Context, percent: float) -> Step:
+    """The perf smoke of a stage: it records the split it saw, by version."""
     base_url = ctx.state.base_url
-    steps = []
-    for percent in stages:
-        steps.append(split_step(percent))
-        steps.append(
-            _perf_step(
-                f"perf smoke at {percent:g} %", lambda ctx: base_url, f"perf-{percent:g}.json", stage=percent
-            )
-        )
-    return steps
+    return _perf_step(
+        f"perf smoke at {percent:g} %", lambda ctx: base_url, f"perf-{percent:g}.json", stage=percent
+    )
+
+
+def stage_steps(ctx: Context, stages: Sequence[float]) -> list[Step]:
+    """A split and its smoke per stage."""
+    return [step for percent in stages for step in (split_step(percent), smoke_step(ctx, percent))]
 
 
 def canary_step(ctx: Context) -> Step:

@@ -252,6 +252,10 @@ class FakeCloudflare:
         self.stray: list[str] = []
         self.failures: list[Failure] = []
         self.script_size_limit: int | None = None
+        # Requests held until ``released`` is set, then dropped unanswered and not carried out: what a
+        # runner killed mid-call leaves (the request never reached the API).
+        self.holds: list[tuple[str, re.Pattern[str]]] = []
+        self.released = threading.Event()
         self._lock = threading.RLock()
         self._clock = itertools.count()
         self._epoch = datetime.now(UTC)
@@ -288,6 +292,7 @@ class FakeCloudflare:
         return self
 
     def stop(self) -> None:
+        self.released.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -540,7 +545,19 @@ class FakeCloudflare:
 
     # ------------------------------------------------------------------------------------- routes
 
+    def hold(self, method: str, path: str) -> None:
+        """Hold matching requests (unanswered) until ``released`` is set; then drop them undone."""
+        with self._lock:
+            self.holds.append((method.upper(), re.compile(path)))
+
     def dispatch(self, request: Recorded) -> tuple[int, dict[str, str], bytes]:
+        with self._lock:
+            held = any(m == request.method and p.search(request.path) for m, p in self.holds)
+            if held:
+                self.requests.append(request)
+        if held:
+            self.released.wait(timeout=600)
+            raise _Drop()
         with self._lock:
             self.requests.append(request)
             auth = request.headers.get("authorization", "")

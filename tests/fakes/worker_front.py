@@ -19,7 +19,7 @@ import http.client
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -39,8 +39,13 @@ class WorkerFront:
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.honour_overrides = True
+        # While this says so for the live traffic, requests wait unanswered until ``released`` (then 503):
+        # a smoke that is in flight when its runner dies.
+        self.hold_when: Callable[[dict[str, float]], bool] | None = None
+        self.released = threading.Event()
         self.answered: Counter[str] = Counter()
         self._current: dict[str, float] = {}
+        self._split: dict[str, float] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -54,8 +59,13 @@ class WorkerFront:
         traffic = deployment.traffic() if deployment else {}
         if not traffic:
             raise LookupError(f"{self.worker} has no deployment")
+        if self.hold_when is not None and self.hold_when(traffic):
+            self.released.wait(timeout=600)
+            raise LookupError("held, then released unanswered")
         wanted = dict(_PAIR.findall(override or "")).get(self.worker)
         with self._lock:
+            if traffic != self._split:  # a new deployment: the round-robin starts over
+                self._split, self._current = dict(traffic), {}
             if self.honour_overrides and wanted in traffic:
                 chosen = wanted
             else:
@@ -122,4 +132,5 @@ def worker_front(api: FakeCloudflare, worker: str, upstream: str) -> Iterator[Wo
     try:
         yield front
     finally:
+        front.released.set()
         front.stop()

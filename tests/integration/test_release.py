@@ -191,7 +191,7 @@ def test_production_release_canaries_promotes_through_the_stages_to_100(
     assert events[0] == ("started", None) and events[-1] == ("done", None)
     assert ("uploaded", None) in events and ("stage", 50.0) in events
     markdown = (release_project / "artifacts" / "release.md").read_text()
-    assert f"`{new}` 2, `{old}` 18" in markdown
+    assert f"`{old}` 18, `{new}` 2" in markdown
     assert "| ✓ | promote to 100 % |" in markdown
     assert "✓ canary (new version only)" in proc.stdout
     assert cloudflare_api.stray == []
@@ -490,6 +490,7 @@ def kill_release_when(
     )
     journal = root / "artifacts" / "release-journal.jsonl"
     deadline = time.monotonic() + 300
+    time.sleep(0.5)  # the new release's own journal lines, not a previous one's
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             if journal.is_file() and any(
@@ -506,7 +507,9 @@ def kill_release_when(
                 os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     time.sleep(1)  # children that outlived the group (parent-death signal) finish dying
-    return journal_entries(root)
+    entries = journal_entries(root)
+    assert (entries[-1]["event"], entries[-1].get("percent")) == (event, percent), entries[-1]
+    return entries
 
 
 def live(api: FakeCloudflare) -> dict[str, float]:
@@ -519,17 +522,19 @@ def test_sigkill_after_upload_refuses_a_new_release_and_recover_closes_it(
     release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, front: WorkerFront
 ) -> None:
     cloudflare_api.seed(NATIVE)
-    entries = kill_release_when(release_project, cloudflare_api, front.url, "uploaded")
-    last = entries[-1]
-    assert [e["event"] for e in entries] == ["started", "uploading", "uploaded"]
-    new, stable = last["new"], last["stable"]
-    assert last["tag"] == entries[1]["tag"] == entries[0]["release"]
+    cloudflare_api.hold("POST", r"/deployments$")  # the split never reaches the API: killed before
+    entries = kill_release_when(release_project, cloudflare_api, front.url, "splitting", 0.0)
+    cloudflare_api.released.set()
+    assert [e["event"] for e in entries] == ["started", "uploading", "uploaded", "splitting"]
+    uploaded = entries[2]
+    new, stable = uploaded["new"], uploaded["stable"]
+    assert uploaded["tag"] == entries[1]["tag"] == entries[0]["release"]
     assert cloudflare_api.script(NATIVE).version(new) is not None
     assert live(cloudflare_api) == {stable: 100.0}
     # A new release refuses to start, naming the command to run.
     refused = production(release_project, cloudflare_api, front.url)
     assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr
-    assert "stopped after uploaded" in refused.stderr and "`invoke recover`" in refused.stderr
+    assert "stopped while deploying the split" in refused.stderr and "`invoke recover`" in refused.stderr
     assert "Traceback" not in refused.stderr
     # recover: nothing was split, so the Worker is already on its stable version; the release is closed.
     done = cfops_run(release_project, cloudflare_api, "recover")
@@ -545,7 +550,10 @@ def test_sigkill_after_the_zero_split_is_rolled_back_by_recover(
     release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, front: WorkerFront
 ) -> None:
     cloudflare_api.seed(NATIVE)
+    front.hold_when = lambda traffic: 0.0 in traffic.values()  # the canary is in flight when killed
     entries = kill_release_when(release_project, cloudflare_api, front.url, "split", 0.0)
+    front.hold_when = None
+    front.released.set()
     new, stable = entries[-1]["new"], entries[2]["stable"]
     assert [e["event"] for e in entries][-3:] == ["uploaded", "splitting", "split"]
     assert entries[-1]["traffic"] == {new: 0.0, stable: 100.0}
@@ -568,7 +576,10 @@ def test_sigkill_mid_stage_then_recover_resume_finishes_the_stages(
     release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, front: WorkerFront
 ) -> None:
     cloudflare_api.seed(NATIVE)
+    front.hold_when = lambda traffic: 10.0 in traffic.values()  # the smoke at 10 % is in flight
     entries = kill_release_when(release_project, cloudflare_api, front.url, "split", 10.0)
+    front.hold_when = None
+    front.released.set()
     new, stable = entries[-1]["new"], entries[2]["stable"]
     assert entries[-1]["event"] == "split" and entries[-1]["traffic"] == {new: 10.0, stable: 90.0}
     assert "canary" in [e["event"] for e in entries]
@@ -577,9 +588,16 @@ def test_sigkill_mid_stage_then_recover_resume_finishes_the_stages(
     assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr
     assert live(cloudflare_api) == {new: 100.0}
     data = report(release_project)
-    assert list(data["canary"]) == ["canary (new version only)", "perf smoke at 50 %", "perf smoke at 100 %"]
+    assert list(data["canary"]) == [
+        "canary (new version only)",
+        "perf smoke at 10 %",
+        "perf smoke at 50 %",
+        "perf smoke at 100 %",
+    ]
     assert data["canary"]["canary (new version only)"]["answers_by_version"] == {new: 20}
-    assert journal_entries(release_project)[-1] == {**journal_entries(release_project)[-1], "event": "done"}
+    assert data["canary"]["perf smoke at 10 %"]["answers_by_version"] == {new: 2, stable: 18}
+    last = journal_entries(release_project)[-1]
+    assert (last["event"], last["outcome"], last["new"]) == ("done", "passed", new)
 
 
 def test_transient_5xx_on_versions_deploy_and_429_on_the_deployments_read_are_retried(
