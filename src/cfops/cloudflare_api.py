@@ -132,11 +132,11 @@ class CloudflareApi:
     def close(self) -> None:
         self._client.close()
 
-    def _get_once(self, path: str, what: str) -> Any:
+    def _get_once(self, path: str, what: str, params: dict[str, str] | None) -> Any:
         try:
-            response = self._client.get(path)
+            response = self._client.get(path, params=params)
         except httpx.TransportError as exc:
-            raise retry.TransientError(f"{what}: {type(exc).__name__} ({exc or 'connection lost'})") from None
+            raise retry.TransientError(f"{type(exc).__name__} ({exc or 'connection lost'})") from None
         try:
             body = response.json()
         except ValueError:
@@ -146,7 +146,7 @@ class CloudflareApi:
         code = first.get("code") if isinstance(first.get("code"), int) else None
         if response.status_code == 429 or response.status_code >= 500:
             raise retry.TransientError(
-                f"{what}: HTTP {response.status_code}" + (f" (Cloudflare error {code})" if code else ""),
+                f"HTTP {response.status_code}" + (f" (Cloudflare error {code})" if code else ""),
                 retry_after=_retry_after(response),
             )
         if response.is_success and isinstance(body, dict) and body.get("success", True):
@@ -159,8 +159,11 @@ class CloudflareApi:
             text += f" — {advice}"
         raise ApiFailed(text, status=response.status_code, code=code)
 
-    def get(self, path: str, what: str) -> Any:
-        return retry.call(what, lambda: self._get_once(path, what), self.policy)
+    def get(self, path: str, what: str, params: dict[str, str] | None = None) -> Any:
+        try:
+            return retry.call(what, lambda: self._get_once(path, what, params), self.policy)
+        except retry.TransientError as exc:
+            raise retry.TransientError(f"{what} failed: {exc}, also on every retry") from None
 
     def _script(self, name: str) -> str:
         return f"/accounts/{self.account_id}/workers/scripts/{name}"
@@ -179,7 +182,9 @@ class CloudflareApi:
     def versions(self, name: str) -> list[VersionInfo]:
         """The Worker's recent versions, newest first (empty when it does not exist yet)."""
         try:
-            data = self.get(f"{self._script(name)}/versions", f"reading the versions of {name}")
+            # As wrangler asks: the versions that can be deployed, newest first.
+            path, what = f"{self._script(name)}/versions", f"reading the versions of {name}"
+            data = self.get(path, what, {"deployable": "true"})
         except ApiFailed as exc:
             if exc.code == NOT_FOUND_CODE:
                 return []

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from cfops import output
 from cfops.errors import UsageError
 
 JOURNAL = "release-journal.jsonl"
@@ -177,7 +178,7 @@ def record(artifacts_dir: Path, entry: Entry) -> None:
     fd, temp = tempfile.mkstemp(prefix=".release-journal-", dir=journal.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(old + entry.line().encode() + b"\n")
+            handle.write(old + output.redact(entry.line()).encode() + b"\n")
             handle.flush()
             os.fsync(handle.fileno())
         Path(temp).replace(journal)

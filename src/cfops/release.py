@@ -743,11 +743,13 @@ def run_pipeline(ctx: Context, steps: list[Step]) -> dict[str, Any]:
 def release(settings: Settings, options: Options) -> dict[str, Any]:
     """Run one pipeline and write its report, also when it fails or is interrupted."""
     ctx = prepare(settings, options)
-    if options.pipeline != "production" or options.dry_run:
+    if options.pipeline == "local" or options.dry_run:
         return run_pipeline(ctx, STEPS[options.pipeline](ctx))
     from cfops.deploy import new_tag
 
     with journal.release_lock(settings.artifacts_dir, "starting a release"):
+        if options.pipeline == "proxy":
+            return run_pipeline(ctx, STEPS[options.pipeline](ctx))
         live = refuse_unfinished(settings, "native")
         ctx.journaled = True
         ctx.state.release_id = new_tag()

@@ -256,6 +256,7 @@ class FakeCloudflare:
         # runner killed mid-call leaves (the request never reached the API).
         self.holds: list[tuple[str, re.Pattern[str]]] = []
         self.released = threading.Event()
+        self.frozen: dict[str, list[Deployment]] | None = None
         self._lock = threading.RLock()
         self._clock = itertools.count()
         self._epoch = datetime.now(UTC)
@@ -545,6 +546,12 @@ class FakeCloudflare:
 
     # ------------------------------------------------------------------------------------- routes
 
+    def freeze_deployments(self) -> None:
+        """From now on reads of the deployments show them as they are now (writes still apply): an API
+        whose reads lag behind its writes."""
+        with self._lock:
+            self.frozen = {name: list(s.deployments) for name, s in self.scripts.items()}
+
     def hold(self, method: str, path: str) -> None:
         """Hold matching requests (unanswered) until ``released`` is set; then drop them undone."""
         with self._lock:
@@ -664,7 +671,8 @@ class FakeCloudflare:
 
     def _list_deployments(self, request: Recorded, match: re.Match[str]) -> Any:
         script = self._script(match["name"])
-        return {"deployments": [self._deployment_json(d) for d in reversed(script.deployments)]}
+        shown = script.deployments if self.frozen is None else self.frozen.get(script.name, [])
+        return {"deployments": [self._deployment_json(d) for d in reversed(shown)]}
 
     def _post_deployment(self, request: Recorded, match: re.Match[str]) -> Any:
         body = request.json()

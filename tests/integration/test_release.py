@@ -38,7 +38,7 @@ def release_env_ready() -> None:
     """Create the release session's environment once, with the real network environment (the runs
     below route everything but 127.0.0.1 to the fake API, which a package install must not see)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "nox", "-s", "release", "--install-only"],
+        [sys.executable, "-m", "nox", "-s", "release", "recover", "--install-only"],
         cwd=REPO,
         env=clean_env(),
         capture_output=True,
@@ -447,14 +447,15 @@ def test_interrupting_a_pipeline_stops_everything_and_reports_where(worker_proje
 
 
 def cfops_env(root: Path, api: FakeCloudflare, **env: str) -> dict[str, str]:
-    return clean_env(
+    wanted = {
         **api.wrangler_env(),
-        CFOPS_ROOT=str(root),
-        CFOPS_NATIVE_RUNNER="wrangler",
-        IMMCAD_API_BEARER_TOKEN=TOKEN,
-        PYTHONUNBUFFERED="1",
+        "CFOPS_ROOT": str(root),
+        "CFOPS_NATIVE_RUNNER": "wrangler",
+        "IMMCAD_API_BEARER_TOKEN": TOKEN,
+        "PYTHONUNBUFFERED": "1",
         **env,
-    )
+    }
+    return clean_env(**wanted)
 
 
 def cfops_run(root: Path, api: FakeCloudflare, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -611,8 +612,9 @@ def test_transient_5xx_on_versions_deploy_and_429_on_the_deployments_read_are_re
     new = report(release_project)["versions"]["new"]
     assert live(cloudflare_api) == {new: 100.0}
     # Each retry said once, with its cause; the 429 waited what Retry-After asked.
-    assert proc.stderr.count("(Cloudflare error 10013)") >= 3
-    assert "HTTP 429 (Cloudflare error 971); retry 1/3 in 1.0 s" in proc.stderr
+    said = proc.stdout + proc.stderr
+    assert said.count("(Cloudflare error 10013)") >= 3
+    assert "HTTP 429 (Cloudflare error 971); retry 1/3 in 1.0 s" in said
     posts = cloudflare_api.calls("POST", r"/deployments$")
     assert len(posts) == 3 + 4  # three refused, then the split and the three stages
 
