@@ -28,6 +28,9 @@ Endpoints (all under ``/client/v4``; ``{s}`` = ``/accounts/{account}/workers/scr
     GET    {s}/content/v2?version={id}                      a version's modules (multipart, cf-entrypoint)
     GET    {s}/subdomain, POST {s}/subdomain                workers.dev / preview URL switches
     GET    {s}/secrets                                      secret names of the latest version
+    PUT    {s}/secrets, DELETE {s}/secrets/{name}           one secret (``wrangler secret put/delete``): a
+                                                            new version from the latest, deployed at 100%,
+                                                            or 10214 when the latest is not fully deployed
     GET    /user, /memberships, /accounts, /user/tokens/verify   what ``wrangler whoami`` reads after 10000
 """
 
@@ -55,6 +58,7 @@ PREFIX = "/client/v4"
 WORKER_NOT_FOUND = 10007
 SCRIPT_TOO_LARGE = 10027
 VERSION_NOT_DEPLOYED = 10215
+SECRET_NOT_DEPLOYED_SINGLE = 10214
 AUTH_ERROR = 10000
 VALIDATION = 10021
 
@@ -691,19 +695,22 @@ class FakeCloudflare:
             **script.script_settings,
         }
 
-    def _patch_settings(self, request: Recorded, match: re.Match[str]) -> Any:
-        script = self._script(match["name"])
+    @staticmethod
+    def _require_latest_deployed(script: Script, code: int = VERSION_NOT_DEPLOYED) -> None:
+        """Secrets can be edited only while the latest version alone serves: otherwise the edit would
+        ship code nobody deployed (10215 for a settings/bulk edit, 10214 for a single secret)."""
         current = script.current()
         if current is None or current.traffic() != {script.latest.id: 100.0}:
             raise ApiError(
-                VERSION_NOT_DEPLOYED,
+                code,
                 "Secret edit failed. You attempted to modify a secret, but the latest version of your Worker "
                 "isn't currently deployed. Please ensure that the latest version of your Worker is fully "
                 "deployed (wrangler versions deploy) before modifying secrets.",
             )
-        settings = json.loads(request.form()["settings"].data)
+
+    def _secret_version(self, script: Script, bindings: list[dict[str, Any]]) -> Version:
+        """A new version from the LATEST version's code with ``bindings``, deployed at 100 %."""
         latest = script.latest
-        bindings = self._resolve_bindings(script, settings.get("bindings", []), keep=[])
         version = self._new_version(
             script.name,
             latest.main_module,
@@ -714,6 +721,32 @@ class FakeCloudflare:
             latest.compatibility_flags,
         )
         self._deploy(script.name, [(version.id, 100.0)], {"workers/triggered_by": "secret"})
+        return version
+
+    def _put_secret(self, request: Recorded, match: re.Match[str]) -> Any:
+        """``wrangler secret put``: one secret into a new deployed version (10214 when the latest is not
+        the deployed one)."""
+        script = self._script(match["name"])
+        self._require_latest_deployed(script, SECRET_NOT_DEPLOYED_SINGLE)
+        body = request.json()
+        kept = [b for b in script.latest.bindings if b.get("name") != body.get("name")]
+        self._secret_version(
+            script, [*kept, {"type": "secret_text", "name": body["name"], "text": body["text"]}]
+        )
+        return {"name": body["name"], "type": "secret_text"}
+
+    def _delete_secret(self, request: Recorded, match: re.Match[str]) -> Any:
+        script = self._script(match["name"])
+        self._require_latest_deployed(script, SECRET_NOT_DEPLOYED_SINGLE)
+        self._secret_version(script, [b for b in script.latest.bindings if b.get("name") != match["secret"]])
+        return None
+
+    def _patch_settings(self, request: Recorded, match: re.Match[str]) -> Any:
+        script = self._script(match["name"])
+        self._require_latest_deployed(script)
+        settings = json.loads(request.form()["settings"].data)
+        bindings = self._resolve_bindings(script, settings.get("bindings", []), keep=[])
+        self._secret_version(script, bindings)
         return self._get_settings(request, match)
 
     def _get_script_settings(self, request: Recorded, match: re.Match[str]) -> Any:
@@ -803,6 +836,8 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     ("GET", re.compile(_S + r"/subdomain"), FakeCloudflare._get_subdomain),
     ("POST", re.compile(_S + r"/subdomain"), FakeCloudflare._post_subdomain),
     ("GET", re.compile(_S + r"/secrets"), FakeCloudflare._list_secrets),
+    ("PUT", re.compile(_S + r"/secrets"), FakeCloudflare._put_secret),
+    ("DELETE", re.compile(_S + r"/secrets/(?P<secret>[^/]+)"), FakeCloudflare._delete_secret),
     ("GET", re.compile(r"/user"), FakeCloudflare._user),
     ("GET", re.compile(r"/user/tokens/verify"), FakeCloudflare._verify),
     ("GET", re.compile(r"/memberships"), FakeCloudflare._memberships),

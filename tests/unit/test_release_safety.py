@@ -9,6 +9,7 @@ import time
 import types
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cfops import journal, retry
@@ -199,3 +200,28 @@ def test_the_worker_names_its_version_from_the_version_metadata_binding() -> Non
     assert "IMMCAD_VERSION_ID" in bindings.apply_env_bindings(env, target)
     assert target["IMMCAD_VERSION_ID"] == "v-123"
     assert bindings.version_metadata_id({}) is None
+
+
+def test_the_fake_refuses_secret_edits_while_the_latest_version_is_not_deployed(
+    cloudflare_api: FakeCloudflare,
+) -> None:
+    """As Cloudflare does (10214 for one secret, 10215 for settings): and a version built for secrets
+    starts from the LATEST version's code."""
+    deployed, latest = cloudflare_api.seed(NAME, versions=2, deployed=0)
+    url = f"{cloudflare_api.base_url}/accounts/{cloudflare_api.account_id}/workers/scripts/{NAME}/secrets"
+    headers = {"authorization": f"Bearer {cloudflare_api.token}"}
+    refused = httpx.put(url, json={"name": "K", "text": "v1", "type": "secret_text"}, headers=headers)
+    assert refused.status_code == 400 and refused.json()["errors"][0]["code"] == 10214
+    script = cloudflare_api.script(NAME)
+    assert [v.id for v in script.versions] == [deployed, latest]
+    script.versions[-1].modules["worker.js"] = (
+        script.versions[-1]
+        .modules["worker.js"]
+        .__class__("worker.js", "worker.js", "application/javascript+module", b"// latest code")
+    )
+    cloudflare_api._deploy(NAME, [(latest, 100.0)], {})
+    accepted = httpx.put(url, json={"name": "K", "text": "v1", "type": "secret_text"}, headers=headers)
+    assert accepted.status_code == 200
+    assert script.latest.secrets() == {"K": "v1"}
+    assert script.latest.modules["worker.js"].data == b"// latest code"
+    assert script.current().traffic() == {script.latest.id: 100.0}  # type: ignore[union-attr]
