@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import hashlib
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import nox
+
+ROOT = Path(__file__).resolve().parent
+# cfops.argv is stdlib only: the session layer uses it before (and outside) the project's environments.
+sys.path.insert(0, str(ROOT / "src"))
+from cfops.argv import hand_off_secrets  # noqa: E402
 
 nox.needs_version = ">=2024.10.9"
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_venv = "yes"
 nox.options.sessions = ["lint", "tests"]
 
-ROOT = Path(__file__).resolve().parent
 LOCK = ROOT / "requirements" / "lock.txt"
 LINT_PATHS = ("src", "tests", "noxfile.py", "tasks.py", "benchmarks")
 
@@ -27,8 +27,11 @@ def install(session: nox.Session, extras: str = "") -> None:
     """Install the project (editable) against the lock, once per change of pyproject.toml or the lock.
 
     Reused environments skip the installer entirely, which keeps a warm session's overhead well under
-    a second; source edits need no reinstall because the install is editable.
+    a second; source edits need no reinstall because the install is editable. Without a virtualenv
+    (``--no-venv``, as the tests run the sessions) the running interpreter already has the project.
     """
+    if session.venv_backend == "none":
+        return
     digest = hashlib.sha256(
         (ROOT / "pyproject.toml").read_bytes() + LOCK.read_bytes() + extras.encode()
     ).hexdigest()
@@ -42,41 +45,46 @@ def install(session: nox.Session, extras: str = "") -> None:
     marker.write_text(digest)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def bytecode_env(session: nox.Session) -> dict[str, str | None]:
+    """Let the session's processes keep compiled bytecode, under the session's own directory.
+
+    Where PYTHONDONTWRITEBYTECODE is set (as on the shared dev machine), every process compiles cfops,
+    the backend and every test module (pytest's assertion rewriting) from source again: a tenth to a
+    third of a second per start-up, paid by each preflight and by each child process of the tests.
+    PYTHONPYCACHEPREFIX keeps that bytecode out of the source tree, which is what the variable is set
+    for; Python checks each cached file against its source, so an edit is never served stale.
+    """
+    if session.venv_backend == "none":
+        return {}
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE") or os.environ.get("PYTHONPYCACHEPREFIX"):
+        return {}
+    prefix = Path(session.virtualenv.location) / "pycache"
+    return {"PYTHONDONTWRITEBYTECODE": None, "PYTHONPYCACHEPREFIX": str(prefix)}
 
 
 def cfops(session: nox.Session, command: str, *args: str) -> None:
-    """Run ``python -m cfops.<command> args`` in the session's environment; exit nox with its code.
+    """Run ``cfops <command> args`` in the session's environment with nox's own ``session.run``.
 
-    Not session.run: that maps every failure to exit 1 (we promise 2 for bad input), and when nox is
-    killed its child keeps running. Here the child gets SIGTERM if nox dies, and Ctrl-C gives the
-    child time to stop the services it owns.
+    A failure is reported by nox like any failed command ("Command … failed with exit code 2", then
+    "Session … failed" and the summary); nox itself exits 1 for every failed session, so the precise
+    code (2 = bad input) is in that line, kept by ``cfops`` run directly, and given back by the invoke
+    tasks. Secret header values move from the arguments into the child's environment (cfops.argv), so
+    neither nox's log line nor the child's argv holds one. Ctrl-C reaches the child too (same process
+    group): it gets a minute to stop the services it owns; if nox is killed outright, the child is told
+    by its parent-death signal (CFOPS_PARENT_PID).
     """
-    if session._runner.global_config.install_only:
-        session.log(f"skipping cfops {command}: --install-only")
-        return
-    bin_dir = session.bin
-    env = {**os.environ, **{k: v for k, v in session.env.items() if v is not None}}
-    env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
-    env["VIRTUAL_ENV"] = str(session.virtualenv.location)
-    argv = [str(Path(bin_dir) / "python"), "-m", f"cfops.{command}", *args]
-    session.log(" ".join(["cfops", command, *args]))
-    preexec = _die_with_parent if sys.platform.startswith("linux") else None
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, preexec_fn=preexec)
-    try:
-        code = proc.wait()
-    except KeyboardInterrupt:
-        # The terminal's Ctrl-C reached the child as well (same process group): let it clean up.
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            proc.wait(timeout=30)
-        raise
-    if code != 0:
-        sys.exit(code)
+    shown, secret_env = hand_off_secrets(args)
+    session.run(
+        "python",
+        "-m",
+        "cfops",
+        command,
+        *shown,
+        env={**secret_env, "CFOPS_PARENT_PID": str(os.getpid()), **bytecode_env(session)},
+        stderr=None,  # the command's errors and warnings stay on stderr (nox would fold them into stdout)
+        interrupt_timeout=60.0,
+        terminate_timeout=30.0,
+    )
 
 
 @nox.session
@@ -95,7 +103,11 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The whole test suite (unit + integration against real uvicorn, wrangler/workerd, Docker)."""
     install(session, "dev")
-    session.run("pytest", *(session.posargs or ("tests",)))
+    session.run("pytest", *(session.posargs or ("tests",)), env=bytecode_env(session))
+
+
+# ------------------------------------------------------------------ commands: `cfops <name>`, same name here
+# (cfops/commands.py lists them; tests/unit/test_front_door.py checks the three layers agree)
 
 
 @nox.session
@@ -112,8 +124,15 @@ def dev(session: nox.Session) -> None:
     cfops(session, "dev", *session.posargs)
 
 
+@nox.session(name="dev-proxy")
+def dev_proxy(session: nox.Session) -> None:
+    """Sync, run the backend and the edge proxy Worker (wrangler dev, workerd) in front of it until Ctrl-C."""
+    install(session, "worker")
+    cfops(session, "dev-proxy", *session.posargs)
+
+
 @nox.session
-def perf_smoke(session: nox.Session) -> None:
+def perf(session: nox.Session) -> None:
     """Latency canary: percentiles, thresholds, verdict (no base URL: measures the local backend)."""
     install(session)
     cfops(session, "perf", *session.posargs)
@@ -121,30 +140,16 @@ def perf_smoke(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def perf_fidelity(session: nox.Session) -> None:
-    """Benchmark: perf_smoke's numbers next to wrk's on one pinned local server (needs wrk; a quiet box)."""
+    """Benchmark: perf's numbers next to wrk's on one pinned local server (needs wrk; a quiet box)."""
     install(session, "dev")
     session.run("python", "benchmarks/perf_fidelity.py", *session.posargs)
 
 
 @nox.session
-def dev_proxy(session: nox.Session) -> None:
-    """Sync, run the backend and the edge proxy Worker (wrangler dev, workerd) in front of it until Ctrl-C."""
-    install(session, "worker")
-    cfops(session, "proxy", *session.posargs)
-
-
-@nox.session(tags=["image"])
-def spike_image(session: nox.Session) -> None:
-    """Sync, then build the spike image (backend-cloudflare/Dockerfile) via the Docker Engine API."""
+def image(session: nox.Session) -> None:
+    """Build an image via the Docker Engine API: `-- spike` (the synced Worker bundle) or `-- origin`."""
     install(session)
-    cfops(session, "image", "spike", *session.posargs)
-
-
-@nox.session(tags=["image"])
-def origin_image(session: nox.Session) -> None:
-    """Build the origin image (Dockerfile: src/immcad_api) via the Docker Engine API."""
-    install(session)
-    cfops(session, "image", "origin", *session.posargs)
+    cfops(session, "image", *session.posargs)
 
 
 @nox.session
@@ -154,35 +159,28 @@ def preflight(session: nox.Session) -> None:
     cfops(session, "preflight", *session.posargs)
 
 
-# ------------------------------------------------------------------ deploys (change remote state)
-
-
-@nox.session(default=False, tags=["remote"])
-def deploy_native(session: nox.Session) -> None:
-    """Sync, then deploy the native Python Worker (`-- --dry-run`, `--strategy versions`, `--runner`)."""
-    install(session, "worker")
-    cfops(session, "deploy", "native", *session.posargs)
-
-
-@nox.session(default=False, tags=["remote"])
-def deploy_proxy(session: nox.Session) -> None:
-    """Deploy the edge proxy with BACKEND_ORIGIN from IMMCAD_BACKEND_ORIGIN (`-- --dry-run`, `--strategy`)."""
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Regenerate docs/configuration.md from the settings' metadata (`-- --check`: fail if stale)."""
     install(session)
-    cfops(session, "deploy", "proxy", *session.posargs)
+    cfops(session, "docs", *session.posargs)
+
+
+# ------------------------------------------------------------------ remote state (default=False)
 
 
 @nox.session(default=False, tags=["remote"])
-def secrets_sync(session: nox.Session) -> None:
+def deploy(session: nox.Session) -> None:
+    """Deploy a Worker: `-- native` (sync first) or `-- proxy`; `--dry-run`, `--strategy versions`."""
+    install(session, "worker")
+    cfops(session, "deploy", *session.posargs)
+
+
+@nox.session(default=False, tags=["remote"])
+def secrets(session: nox.Session) -> None:
     """Push the configured secrets in one `wrangler secret bulk` call (`-- --dry-run` lists names only)."""
     install(session)
     cfops(session, "secrets", *session.posargs)
-
-
-@nox.session(default=False, tags=["remote"])
-def rollback(session: nox.Session) -> None:
-    """Roll a Worker back (`-- --worker native|proxy --version ID`; default: last version at 100%)."""
-    install(session)
-    cfops(session, "rollback", *session.posargs)
 
 
 @nox.session(default=False, tags=["remote"])
@@ -199,7 +197,11 @@ def promote(session: nox.Session) -> None:
     cfops(session, "promote", *session.posargs)
 
 
-# ------------------------------------------------------------------ pipelines (invoke tasks run these)
+@nox.session(default=False, tags=["remote"])
+def rollback(session: nox.Session) -> None:
+    """Roll a Worker back (`-- --worker native|proxy --version ID`; default: last version at 100%)."""
+    install(session)
+    cfops(session, "rollback", *session.posargs)
 
 
 @nox.session(default=False)
@@ -221,3 +223,55 @@ def status(session: nox.Session) -> None:
     """Each Worker's current deployment (with credentials) and the last artifacts."""
     install(session)
     cfops(session, "status", *session.posargs)
+
+
+# ------------------------------------------------------------------ old names (scripts/, workflows, habits)
+
+
+@nox.session(default=False)
+def perf_smoke(session: nox.Session) -> None:
+    """Old name of `perf`."""
+    install(session)
+    cfops(session, "perf", *session.posargs)
+
+
+@nox.session(name="dev_proxy", default=False)
+def dev_proxy_old(session: nox.Session) -> None:
+    """Old name of `dev-proxy`."""
+    install(session, "worker")
+    cfops(session, "dev-proxy", *session.posargs)
+
+
+@nox.session(default=False, tags=["image"])
+def spike_image(session: nox.Session) -> None:
+    """Old name of `image -- spike`."""
+    install(session)
+    cfops(session, "image", "spike", *session.posargs)
+
+
+@nox.session(default=False, tags=["image"])
+def origin_image(session: nox.Session) -> None:
+    """Old name of `image -- origin`."""
+    install(session)
+    cfops(session, "image", "origin", *session.posargs)
+
+
+@nox.session(default=False, tags=["remote"])
+def deploy_native(session: nox.Session) -> None:
+    """Old name of `deploy -- native`."""
+    install(session, "worker")
+    cfops(session, "deploy", "native", *session.posargs)
+
+
+@nox.session(default=False, tags=["remote"])
+def deploy_proxy(session: nox.Session) -> None:
+    """Old name of `deploy -- proxy`."""
+    install(session)
+    cfops(session, "deploy", "proxy", *session.posargs)
+
+
+@nox.session(default=False, tags=["remote"])
+def secrets_sync(session: nox.Session) -> None:
+    """Old name of `secrets`."""
+    install(session)
+    cfops(session, "secrets", *session.posargs)

@@ -1,9 +1,14 @@
-"""How fast is a warm `nox -s preflight`, and do its checks overlap?
+"""How fast is a warm `nox -s preflight`, cached and not, and do its checks overlap?
 
-    python3 benchmarks/preflight_timing.py [--runs 5] [-- PREFLIGHT ARGS]
+    python3 benchmarks/preflight_timing.py [--runs 5] [--cache-only] [-- PREFLIGHT ARGS]
 
-Measures, as the median of --runs warm runs (after one untimed warm-up that creates/reuses the
-environment and the Node toolchain):
+First (issue 15), the preflight cache: --runs interleaved pairs of a warm no-change `nox -s preflight`
+(every expensive check reused from the cache) and the same with `--no-cache`, each pair back to back
+so that both see the same load; medians, the ratio cached / --no-cache, and the CPU seconds of each.
+Goals: cached wall <= 1.0 s, ratio <= 0.5.
+
+Then (issue 4; left out with --cache-only), all with --no-cache, as the median of --runs warm runs
+(after one untimed warm-up that creates/reuses the environment and the Node toolchain):
 
 - the wall time of `python -m nox -s preflight` and of the same `python -m cfops.preflight` call
   run directly in the session's environment;
@@ -63,19 +68,56 @@ def durations(report: dict[str, object]) -> dict[str, float]:
     return {str(f["id"]): float(f["duration_seconds"]) for f in findings}
 
 
+def cache_pairs(cached_cmd: list[str], runs: int) -> list[str]:
+    """Interleaved pairs: a cached no-change run, then the same with --no-cache (same load for both)."""
+    cached_walls, full_walls, cached_cpus, full_cpus, ratios, reused = [], [], [], [], [], []
+    for _ in range(runs):
+        wall, report, cpu = timed(cached_cmd)
+        cached_walls.append(wall)
+        cached_cpus.append(cpu)
+        findings = report["findings"]
+        assert isinstance(findings, list)
+        reused.append(sum(1 for f in findings if f.get("cached")))
+        full_wall, _, full_cpu = timed([*cached_cmd, "--no-cache"])
+        full_walls.append(full_wall)
+        full_cpus.append(full_cpu)
+        ratios.append(wall / full_wall)
+    load = os.getloadavg()
+    cached_wall, full_wall = statistics.median(cached_walls), statistics.median(full_walls)
+    return [
+        f"preflight cache: median of {runs} interleaved pairs, {os.cpu_count()} CPUs, "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+        f"nox -s preflight (no change, cached)   {cached_wall:6.2f} s wall, "
+        f"{statistics.median(cached_cpus):.2f} s CPU   (goal <= 1.0 s); checks reused: {min(reused)}",
+        f"nox -s preflight -- --no-cache         {full_wall:6.2f} s wall, "
+        f"{statistics.median(full_cpus):.2f} s CPU",
+        f"ratio cached / --no-cache, same pair   {statistics.median(ratios):6.2f}          (goal <= 0.5)",
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         prog="benchmarks/preflight_timing.py", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--cache-only", action="store_true", help="only the cached / --no-cache pairs")
     parser.add_argument("preflight_args", nargs="*", help="passed to preflight (put them after --)")
     args = parser.parse_args()
     extra = list(args.preflight_args)
-    nox_cmd = [sys.executable, "-m", "nox", "-s", "preflight", *(["--", *extra] if extra else [])]
-    # Warm-up: creates or reuses .nox/preflight and the Node toolchain; not timed.
-    subprocess.run(nox_cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    cached_cmd = [sys.executable, "-m", "nox", "-s", "preflight", "--", *extra]
+    # Warm-up: creates or reuses .nox/preflight and the Node toolchain, and fills the cache; not timed.
+    for _ in range(2):
+        subprocess.run(
+            cached_cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
+        )
     if not SESSION_PYTHON.exists():
         sys.exit(f"{SESSION_PYTHON} missing: did `nox -s preflight` run?")
+    print("\n".join(cache_pairs(cached_cmd, args.runs)))
+    if args.cache_only:
+        return 0
+    print()
+    extra = [*extra, "--no-cache"]
+    nox_cmd = [*cached_cmd, "--no-cache"]
     direct_cmd = [str(SESSION_PYTHON), "-m", "cfops.preflight", *extra]
 
     nox_walls, direct_walls, inner_walls, same_run_ratios, cpus = [], [], [], [], []
@@ -94,8 +136,9 @@ def main() -> int:
     # nox's fixed cost, measured where the checks themselves take no time.
     overheads, overhead_cpus = [], []
     for _ in range(args.runs):
-        light_nox = timed([sys.executable, "-m", "nox", "-s", "preflight", "--", "--only", "secrets"])
-        light_direct = timed([str(SESSION_PYTHON), "-m", "cfops.preflight", "--only", "secrets"])
+        light = ["--only", "secrets", "--no-cache"]
+        light_nox = timed([sys.executable, "-m", "nox", "-s", "preflight", "--", *light])
+        light_direct = timed([str(SESSION_PYTHON), "-m", "cfops.preflight", *light])
         overheads.append(light_nox[0] - light_direct[0])
         overhead_cpus.append(light_nox[2] - light_direct[2])
 

@@ -1,17 +1,30 @@
-"""Shared plumbing for entry points: an argparse that fails in one line, and the one error handler."""
+"""Shared plumbing for entry points: an argparse that fails in one line, the flags that settings declare,
+and the one error handler.
+
+Flags over settings, one mechanism for every command: a settings field names its flag in its metadata
+(``config.setting(flag=…)``); a command adds the flags of the sections it uses (``settings_flags``) and
+gets its settings from ``load(args)``, which layers the given flags over defaults < pyproject.toml <
+.env < environment with the same coercion and messages as the config file.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import NoReturn
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, NoReturn
 
 from cfops import output
 from cfops.config import Settings, is_secret_name, load_settings
 from cfops.errors import CfopsError, UsageError
 from cfops.procs import Terminated, sigterm_as_interrupt
+
+# argparse dest prefix of a settings flag: "setting:dev.port" holds the text given for --port.
+_SETTING = "setting:"
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -21,15 +34,87 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see --help)")
 
 
-def parser(prog: str, description: str | None) -> ArgumentParser:
-    return ArgumentParser(prog=prog, description=(description or "").strip().split("\n")[0] or None)
+def parser(command: str, description: str | None) -> ArgumentParser:
+    """The parser of ``cfops <command>``; the description is the first line of the module docstring."""
+    first = (description or "").strip().split("\n")[0]
+    # Module docstrings open with "`cfops <command>`: what it does"; --help shows the what.
+    summary = first.split("`: ", 1)[1] if first.startswith("`") and "`: " in first else first
+    return ArgumentParser(prog=f"cfops {command}", description=summary or None)
+
+
+def _section_type(section: str) -> type[Any]:
+    hints = typing.get_type_hints(Settings)
+    tp = hints.get(section)
+    if not (isinstance(tp, type) and dataclasses.is_dataclass(tp)):
+        raise ValueError(f"settings have no section {section!r}")  # a programming error, not input
+    return tp
+
+
+def settings_flags(
+    parser: argparse.ArgumentParser,
+    section: str,
+    *,
+    only: Sequence[str] | None = None,
+    rename: Mapping[str, str] | None = None,
+) -> None:
+    """Add the flag of every field of ``Settings.<section>`` that declares one (``only``: these fields;
+    ``rename``: field -> flag where one command needs another name, e.g. dev-proxy's --backend-port)."""
+    cls = _section_type(section)
+    hints = typing.get_type_hints(cls)
+    rename = rename or {}
+    for f in dataclasses.fields(cls):
+        flag = rename.get(f.name) or f.metadata.get("flag")
+        if not flag or (only is not None and f.name not in only):
+            continue
+        tp = hints[f.name]
+        kwargs: dict[str, Any] = {"dest": f"{_SETTING}{section}.{f.name}", "default": None}
+        env = f.metadata.get("env") or ()
+        default = f.default if f.default is not dataclasses.MISSING else None
+        shown = ",".join(f"{v:g}" for v in default) if isinstance(default, tuple) else default
+        shown = f"{shown:g}" if isinstance(shown, float) else shown
+        help_text = f.metadata.get("help") or ""
+        extra = ", ".join([*env, f"default {shown}" if shown not in (None, "") else ""]).strip(", ")
+        kwargs["help"] = f"{help_text} ({extra})" if extra else help_text
+        if typing.get_origin(tp) is Literal:
+            kwargs["choices"] = typing.get_args(tp)
+        else:
+            kwargs["metavar"] = flag.lstrip("-").upper().replace("-", "_")
+        parser.add_argument(flag, **kwargs)
+
+
+def flags_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings flags given on the command line, by dotted field path."""
+    return {
+        key.removeprefix(_SETTING): value
+        for key, value in vars(args).items()
+        if key.startswith(_SETTING) and value is not None
+    }
+
+
+def load(args: argparse.Namespace | None = None) -> Settings:
+    """The settings of this process (flags in ``args`` on top) with every secret value registered for
+    redaction."""
+    settings = load_settings(environ=os.environ, flags=flags_of(args) if args is not None else None)
+    output.add_secrets(value for name, value in settings.env.items() if is_secret_name(settings, name))
+    output.mask_secrets()
+    return settings
 
 
 def settings_from_env() -> Settings:
-    """Load the settings for this process and register every secret value they expose for redaction."""
-    settings = load_settings(environ=os.environ)
-    output.add_secrets(value for name, value in settings.env.items() if is_secret_name(settings, name))
-    return settings
+    """``load()`` without flags (for commands that take none)."""
+    return load()
+
+
+def _record_exit_code(code: int) -> None:
+    """Leave the exit code where the invoke layer reads it (CFOPS_EXIT_CODE_FILE): nox reports every
+    failed session as exit 1, and invoke gives the user back the command's own code (2 = bad input)."""
+    target = os.environ.get("CFOPS_EXIT_CODE_FILE")
+    if target and code:
+        try:
+            with Path(target).open("a", encoding="utf-8") as handle:
+                handle.write(f"{code}\n")
+        except OSError:
+            pass  # the code still reaches nox as the process's exit status
 
 
 def main(func: Callable[[Sequence[str]], int], argv: Sequence[str] | None = None) -> int:
@@ -37,17 +122,19 @@ def main(func: Callable[[Sequence[str]], int], argv: Sequence[str] | None = None
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         with sigterm_as_interrupt():
-            return func(args)
+            code = func(args)
     except CfopsError as exc:
         output.error(str(exc))
-        return exc.exit_code
+        code = exc.exit_code
     except Terminated:
         # Being stopped is not an error of the command's own: say so without the error prefix.
         output.warn("terminated; everything started was stopped")
-        return 143
+        code = 143
     except KeyboardInterrupt:
         output.warn("interrupted; everything started was stopped")
-        return 130
+        code = 130
+    _record_exit_code(code)
+    return code
 
 
 def run_main(func: Callable[[Sequence[str]], int]) -> NoReturn:

@@ -89,7 +89,7 @@ def is_transient(code: int | None, text: str) -> bool:
 
 
 _ADVICE = {
-    SIZE_CODE: "the Worker bundle is too large: run `nox -s preflight` to see what makes it big",
+    SIZE_CODE: "the Worker bundle is too large: run `cfops preflight` to see what makes it big",
     STARTUP_CODE: "the Worker failed validation at startup: move imports and heavy work out of global scope "
     "(into the request handler) and check the bundle with `nox -s preflight`",
     NOT_FOUND_CODE: "the Worker does not exist on this account yet: deploy it once with --strategy direct",
@@ -117,8 +117,6 @@ def advice_for(code: int | None) -> str | None:
 WORKER_SIZE_LIMIT_KIB = 65536
 # CPU a Worker's global scope may spend at startup before the upload is refused (STARTUP_CODE).
 STARTUP_LIMIT_MS = 1000.0
-# `wrangler versions deploy` splits traffic across at most this many versions.
-MAX_VERSIONS_PER_DEPLOYMENT = 2
 
 # ------------------------------------------------------------------------------------------ headers
 

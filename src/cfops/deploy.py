@@ -1,4 +1,4 @@
-"""`nox -s deploy_native` / `nox -s deploy_proxy`: ship a Worker with the pinned wrangler.
+"""`cfops deploy`: ship a Worker with the pinned wrangler.
 
 Also the versions primitives the release pipeline composes: upload a version, split traffic between
 two versions, read the deployments and versions, roll back. Every wrangler call is recorded from its
@@ -187,7 +187,7 @@ def default_rollback_version(deployments: Sequence[Deployment]) -> str:
 
 def check_version_id(version_id: str) -> str:
     if not _UUID.match(version_id):
-        raise UsageError(f"{version_id!r} is not a version id (a UUID like 1b2c3d4e-…; see nox -s versions)")
+        raise UsageError(f"{version_id!r} is not a version id (a UUID like 1b2c3d4e-…; see cfops versions)")
     return version_id
 
 
@@ -322,7 +322,7 @@ def upload_version(
     """
     t = target(settings, worker)
     if not dry_run:
-        require_credentials(settings, f"uploading a version of {t.name}")
+        require_credentials(settings, f"uploading a version of {t.name}", dry_run_hint=True)
         tag = tag or new_tag()
     if worker == "proxy":
         origin = backend_origin(origin if origin is not None else settings.deploy.backend_origin)
@@ -543,7 +543,7 @@ def deploy(
     if worker == "proxy":
         origin = backend_origin(origin if origin is not None else settings.deploy.backend_origin)
     if not dry_run:
-        require_credentials(settings, f"deploying {t.name}")
+        require_credentials(settings, f"deploying {t.name}", dry_run_hint=True)
     if worker == "native":
         chosen = choose_runner(settings, runner or settings.deploy.native_runner, dry_run=dry_run)
         if sync_first:
@@ -636,16 +636,13 @@ def deploy(
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = cli.parser("cfops deploy", __doc__)
+    parser = cli.parser("deploy", __doc__)
     parser.add_argument("worker", choices=WORKERS, help="native (Python Worker) or proxy (edge proxy)")
     parser.add_argument(
         "--dry-run", action="store_true", help="bundle and validate only; no credentials needed"
     )
     parser.add_argument("--strategy", choices=STRATEGIES, default="direct", help="direct (100%%) or versions")
-    parser.add_argument("--runner", choices=get_args(NativeRunner), default=None, help="native only")
-    parser.add_argument(
-        "--origin", default=None, help="proxy only: https origin (default IMMCAD_BACKEND_ORIGIN)"
-    )
+    cli.settings_flags(parser, "deploy", only=("native_runner", "backend_origin"))
     parser.add_argument("--message", default=None, help="annotation for the new version/deployment")
     parser.add_argument("--no-sync", action="store_true", help="native only: upload the bundle as it is")
     parser.add_argument(
@@ -653,18 +650,17 @@ def main(argv: Sequence[str]) -> int:
     )
     args = parser.parse_args(argv)
     worker = cast(Worker, args.worker)
-    if worker == "proxy" and (args.runner or args.no_sync):
+    flags = cli.flags_of(args)
+    if worker == "proxy" and ("deploy.native_runner" in flags or args.no_sync):
         raise UsageError("--runner and --no-sync apply to the native Worker only")
-    if worker == "native" and args.origin is not None:
+    if worker == "native" and "deploy.backend_origin" in flags:
         raise UsageError("--origin applies to the proxy Worker only")
-    settings = cli.settings_from_env()
+    settings = cli.load(args)
     result = deploy(
         settings,
         worker,
         strategy=cast(Strategy, args.strategy),
         dry_run=args.dry_run,
-        runner=args.runner,
-        origin=args.origin,
         message=args.message,
         tag=args.tag,
         sync_first=not args.no_sync,

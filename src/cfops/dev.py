@@ -1,4 +1,4 @@
-"""`nox -s dev`: run the native Python Worker locally until Ctrl-C.
+"""`cfops dev`: run the native Python Worker locally until Ctrl-C.
 
 With a working pywrangler toolchain this is ``pywrangler dev``. Where pywrangler cannot start — it
 fetches the Pyodide runtime and a CPython build from the internet — the synced bundle's app is served
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Literal
 
 from dotenv import dotenv_values
 
@@ -55,7 +55,7 @@ def choose_runtime(settings: Settings, requested: Runtime) -> RuntimeChoice:
     return RuntimeChoice("pywrangler", "pywrangler toolchain available")
 
 
-def dev_vars_file(settings: Settings) -> dict[str, str]:
+def _dev_vars_file(settings: Settings) -> dict[str, str]:
     path = settings.worker_dir / ".dev.vars"
     if not path.is_file():
         return {}
@@ -66,7 +66,7 @@ def dev_bindings(settings: Settings, extra: Mapping[str, str] | None = None) -> 
     """What the local Worker sees: wrangler.toml [vars] < [tool.cfops.dev] vars < .dev.vars < ``extra``."""
     bindings = config_vars(read_config(settings.native.config), settings.native.config)
     bindings.update(settings.dev.vars)
-    local = dev_vars_file(settings)
+    local = _dev_vars_file(settings)
     # .dev.vars is where local secrets live: none of them may reach the output.
     output.add_secrets(v for k, v in local.items() if is_secret_name(settings, k))
     bindings.update(local)
@@ -130,21 +130,18 @@ def native_backend(
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = cli.parser("nox -s dev", __doc__)
-    parser.add_argument("--runtime", choices=["auto", "uvicorn", "pywrangler"], default=None)
-    parser.add_argument("--port", type=int, default=None, help="default: [tool.cfops.dev] port (8787)")
-    parser.add_argument("--host", default=None, help="default: 127.0.0.1")
+    parser = cli.parser("dev", __doc__)
+    cli.settings_flags(parser, "dev", only=("runtime", "port", "host"))
     parser.add_argument("--no-sync", action="store_true", help="serve the bundle as it is, without syncing")
     args = parser.parse_args(argv)
-    settings = cli.settings_from_env()
-    host = args.host or settings.dev.host
-    port = settings.dev.port if args.port is None else args.port
+    settings = cli.load(args)
+    host, port = settings.dev.host, settings.dev.port
     procs.ensure_port_free(host, port)
     dev_bindings(settings)  # a malformed wrangler.toml or .dev.vars fails here, before anything starts
     if not args.no_sync:
         result = sync(settings)
         output.info(f"synced {result.files} files into {settings.worker_dir.name}/")
-    choice = choose_runtime(settings, cast(Runtime, args.runtime or settings.dev.runtime))
+    choice = choose_runtime(settings, settings.dev.runtime)
     if choice.runtime == "uvicorn" and choice.reason.startswith("pywrangler unavailable"):
         output.warn(f"{choice.reason}; serving the synced bundle with uvicorn instead")
     with native_backend(settings, runtime=choice.runtime, host=host, port=port) as backend:

@@ -1,11 +1,18 @@
-"""Everything cfops prints goes through here, so secret values can be redacted in one place."""
+"""Everything cfops prints goes through here, so secret values can be redacted in one place.
+
+Under GitHub Actions (GITHUB_ACTIONS=true) errors and warnings become ``::error::``/``::warning::``
+annotations, ``group()`` folds a long step into ``::group::``/``::endgroup::``, and ``mask_secrets``
+registers secret values with ``::add-mask::`` so the runner hides them from the whole job's log.
+``json_to_stdout()`` keeps stdout for one JSON document (``--json -``): all text goes to stderr.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from rich.console import Console
 from rich.markup import escape
@@ -19,6 +26,18 @@ _secrets: set[str] = set()
 _lock = threading.Lock()
 _stdout = Console(highlight=False, soft_wrap=True)
 _stderr = Console(highlight=False, soft_wrap=True, stderr=True)
+_text = _stdout  # where text (and GitHub workflow commands) go; stderr once stdout carries JSON
+# Set in the environment once the secrets are masked, so that cfops children do not repeat it.
+_MASKED_MARK = "CFOPS_GITHUB_MASKED"
+
+
+def github_actions() -> bool:
+    return os.environ.get("GITHUB_ACTIONS") == "true"
+
+
+def _command_data(text: str) -> str:
+    """A workflow command's data, escaped as the runner expects (one line)."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
 def add_secrets(values: Iterable[str | None]) -> None:
@@ -41,17 +60,63 @@ def redact(text: str) -> str:
     return text
 
 
+def mask_secrets() -> None:
+    """Under GitHub Actions: ``::add-mask::`` every registered secret value (once per job step)."""
+    if not github_actions() or os.environ.get(_MASKED_MARK):
+        return
+    with _lock:
+        values = sorted(_secrets)
+    stream = sys.stderr if _text is _stderr else sys.stdout
+    for value in values:
+        # Written raw: redact() would turn the value into *** and mask nothing.
+        stream.write(f"::add-mask::{_command_data(value)}\n")
+    stream.flush()
+    os.environ[_MASKED_MARK] = "1"
+
+
+def json_to_stdout() -> None:
+    """From now on stdout carries only the JSON document; every line of text goes to stderr."""
+    global _text
+    _text = _stderr
+
+
+def print_json(text: str) -> None:
+    """Write a (redacted) JSON document to stdout, raw: no markup, no wrapping."""
+    sys.stdout.write(redact(text))
+    sys.stdout.flush()
+
+
 def is_terminal() -> bool:
     """Live displays only on an interactive terminal, never in CI logs."""
     return sys.stdout.isatty() and not os.environ.get("CI")
 
 
 def console() -> Console:
-    return _stdout
+    return _text
 
 
 def echo(message: str = "", *, style: str | None = None) -> None:
-    _stdout.print(escape(redact(message)), style=style)
+    _text.print(escape(redact(message)), style=style)
+
+
+@contextmanager
+def group(title: str) -> Iterator[None]:
+    """Fold what a long step prints into one collapsible group in a GitHub Actions log."""
+    if not github_actions():
+        yield
+        return
+    _text.file.flush()
+    _raw(f"::group::{_command_data(redact(title))}")
+    try:
+        yield
+    finally:
+        _raw("::endgroup::")
+
+
+def _raw(line: str) -> None:
+    stream = _text.file
+    stream.write(line + "\n")
+    stream.flush()
 
 
 def info(message: str) -> None:
@@ -63,8 +128,16 @@ def success(message: str) -> None:
 
 
 def warn(message: str) -> None:
+    if github_actions():
+        _stderr.file.write(f"::warning::{_command_data(redact(message))}\n")
+        _stderr.file.flush()
+        return
     _stderr.print(escape(redact(f"warning: {message}")), style="yellow")
 
 
 def error(message: str) -> None:
+    if github_actions():
+        _stderr.file.write(f"::error::{_command_data(redact(message))}\n")
+        _stderr.file.flush()
+        return
     _stderr.print(escape(redact(f"error: {message}")), style="bold red")

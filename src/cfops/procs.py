@@ -3,6 +3,9 @@
 Every child runs in its own session (process group) so that stopping it also stops what it spawned
 (wrangler starts workerd, pywrangler starts npx …). On Linux the direct child also gets
 PR_SET_PDEATHSIG, so it is told to stop even if this process is killed outright.
+
+About 500 lines on purpose: one module owns every child process (commands, services, their health
+polls, ports and the interruption handling), so that no other module starts or stops a process.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from cfops import output
 from cfops.errors import CommandFailed, MissingToolError, ServiceError, UsageError
@@ -71,9 +75,24 @@ def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child between fo
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _preexec() -> Callable[[], None] | None:
-    # The death signal follows the *thread* that forked; children started from worker threads would be
-    # killed when that thread ends, so only the main thread asks for it.
+def die_with_starter(parent_pid: int) -> None:
+    """In this process: ask for SIGTERM when ``parent_pid`` (the process that started it) dies, and stop
+    now if it already has. For a child whose runner cannot pass ``die_with_parent()`` (nox's
+    session.run): the same death signal, set up from the child's side."""
+    if _PRCTL is None:
+        return
+    _set_pdeathsig()
+    if os.getppid() != parent_pid:  # the parent died before the request was in place
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """The ``preexec_fn`` that has a child sent SIGTERM when this process dies (Linux), or None.
+
+    The one parent-death setup: every Popen that starts a child passes this. The death signal follows
+    the *thread* that forked; children started from worker threads would be killed when that thread
+    ends, so only the main thread asks for it.
+    """
     if _PRCTL is not None and threading.current_thread() is threading.main_thread():
         return _set_pdeathsig
     return None
@@ -86,7 +105,7 @@ def _child_env(env: Mapping[str, str] | None, inherit: bool) -> dict[str, str]:
     return merged
 
 
-def format_command(cmd: Command) -> str:
+def _format_command(cmd: Command) -> str:
     return output.redact(shlex.join(str(part) for part in cmd))
 
 
@@ -158,7 +177,7 @@ def run(
     argv = [str(part) for part in cmd]
     label = what or Path(argv[0]).name
     if echo:
-        output.echo(f"+ {format_command(argv)}", style="dim")
+        output.echo(f"+ {_format_command(argv)}", style="dim")
     pipe = subprocess.PIPE if capture or stream else None
     started = time.perf_counter()
     try:
@@ -170,7 +189,7 @@ def run(
             stdout=pipe,
             stderr=subprocess.STDOUT if stream else pipe,
             start_new_session=True,
-            preexec_fn=_preexec(),
+            preexec_fn=die_with_parent(),
         )
     except FileNotFoundError:
         raise MissingToolError(f"{argv[0]} not found: is it installed and on PATH?") from None
@@ -183,7 +202,7 @@ def run(
             out, err = proc.communicate(input.encode() if input is not None else None, timeout=timeout)
     except subprocess.TimeoutExpired:
         terminate(proc, grace=3)
-        raise CommandFailed(f"{label} timed out after {timeout:g} s: {format_command(argv)}") from None
+        raise CommandFailed(f"{label} timed out after {timeout:g} s: {_format_command(argv)}") from None
     except BaseException:
         # Ctrl-C / SIGTERM while waiting: the child is in its own session and did not see the signal.
         terminate(proc, grace=5, first=signal.SIGINT)
@@ -262,6 +281,64 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+# ------------------------------------------------------------------------------------ health polls
+
+
+@dataclass(frozen=True)
+class Health:
+    url: str
+    response: httpx.Response
+    seconds: float  # from the start of the poll to the healthy answer
+
+
+def poll_health(
+    what: str,
+    url: str | Callable[[], str | None],
+    *,
+    timeout: float,
+    healthy: Callable[[httpx.Response], bool] | None = None,
+    expect: str = "2xx",
+    exit_code: Callable[[], int | None] = lambda: None,
+    last_output: Callable[[], str] = lambda: "(no output)",
+    output_label: str = "last output",
+    interval: float = 0.1,
+) -> Health:
+    """GET ``url`` until it answers healthy (by default: any 2xx); the one health poll of every service.
+
+    ``url`` may be a function that returns None while the address is not known yet (a container's host
+    port). ``exit_code`` says when the thing polled has ended (its exit code, else None): then waiting
+    on is pointless. Bounded by ``timeout``; a failure is a ServiceError naming ``what``, the last answer
+    and ``last_output()`` (called only then: it may print the logs).
+    """
+    # Imported here: httpx costs ~0.3 s of start-up that commands without a service never use.
+    import httpx
+
+    judge = healthy or (lambda response: response.is_success)
+    endpoint = (urlsplit(url).path or url) if isinstance(url, str) else "/healthz"
+    started = time.monotonic()
+    deadline = started + timeout
+    last = "no answer yet"
+    with httpx.Client(timeout=httpx.Timeout(2.0), trust_env=False) as client:
+        while time.monotonic() < deadline:
+            code = exit_code()
+            if code is not None:
+                raise ServiceError(f"{what} exited with {code} before {endpoint} answered: {last_output()}")
+            target = url() if callable(url) else url
+            if target is not None:
+                try:
+                    response = client.get(target)
+                    if judge(response):
+                        return Health(url=target, response=response, seconds=time.monotonic() - started)
+                    last = f"HTTP {response.status_code}"
+                except httpx.HTTPError as exc:
+                    last = type(exc).__name__
+            time.sleep(interval)
+    raise ServiceError(
+        f"{what} did not answer {expect} on {endpoint} within {timeout:g} s (last: {last}); "
+        f"{output_label}: {last_output()}"
+    )
+
+
 # ------------------------------------------------------------------------------------------ services
 
 
@@ -303,6 +380,7 @@ class Service:
         # What counts as healthy at ``health_url``: by default any 2xx. A proxy whose origin may be
         # down on purpose is up as soon as it answers for itself.
         self.healthy = healthy or (lambda response: response.is_success)
+        self._expect = "2xx" if healthy is None else "as expected"
         self.proc: subprocess.Popen[bytes] | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         self._reader: threading.Thread | None = None
@@ -330,7 +408,7 @@ class Service:
                 log.close()
 
     def start(self) -> None:
-        output.echo(f"+ {format_command(self.cmd)}", style="dim")
+        output.echo(f"+ {_format_command(self.cmd)}", style="dim")
         if self.log_file:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -342,7 +420,7 @@ class Service:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_preexec(),
+                preexec_fn=die_with_parent(),
             )
         except FileNotFoundError:
             raise MissingToolError(f"{self.cmd[0]} not found: is it installed and on PATH?") from None
@@ -350,33 +428,25 @@ class Service:
         self._reader.start()
 
     def wait_healthy(self) -> None:
-        """Poll ``health_url`` until it answers 2xx, the process exits, or ``ready_timeout`` passes."""
+        """Poll ``health_url`` until it answers healthy, the process exits, or ``ready_timeout`` passes."""
         if not self.health_url or self.proc is None:
             return
-        # Imported here: httpx costs ~0.3 s of start-up that commands without a service never use.
-        import httpx
+        proc = self.proc
 
-        deadline = time.monotonic() + self.ready_timeout
-        last = "no answer yet"
-        with httpx.Client(timeout=httpx.Timeout(2.0), trust_env=False) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    self._join_reader()
-                    raise ServiceError(
-                        f"{self.name} exited with {self.proc.returncode} before it became healthy: "
-                        f"{self.last_line()}"
-                    )
-                try:
-                    response = client.get(self.health_url)
-                    if self.healthy(response):
-                        return
-                    last = f"HTTP {response.status_code}"
-                except httpx.HTTPError as exc:
-                    last = type(exc).__name__
-                time.sleep(0.1)
-        raise ServiceError(
-            f"{self.name} did not become healthy at {self.health_url} within {self.ready_timeout:g} s "
-            f"(last: {last}); last output: {self.last_line()}"
+        def exit_code() -> int | None:
+            if proc.poll() is None:
+                return None
+            self._join_reader()  # so that the last line it printed is in the tail
+            return proc.returncode
+
+        poll_health(
+            self.name,
+            self.health_url,
+            timeout=self.ready_timeout,
+            healthy=self.healthy,
+            expect=self._expect,
+            exit_code=exit_code,
+            last_output=self.last_line,
         )
 
     def last_line(self) -> str:

@@ -1,4 +1,4 @@
-"""`nox -s promote`: move traffic between two versions of a Worker (``new@P old@100-P``).
+"""`cfops promote`: move traffic between two versions of a Worker (``new@P old@100-P``).
 
 Runs ``wrangler versions deploy NEW@P OLD@100-P -y``, confirms the split from the API, and writes
 ``artifacts/promote-<worker>.json``. At 100 % only the new version remains.
@@ -15,7 +15,7 @@ from cfops.deploy import WORKERS, Worker, deploy_split, write_artifact
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = cli.parser("nox -s promote", __doc__)
+    parser = cli.parser("promote", __doc__)
     parser.add_argument("--worker", choices=WORKERS, default="native", help="default: native")
     parser.add_argument("--new", required=True, help="version id that gets --percent of the traffic")
     parser.add_argument("--old", default=None, help="version id that keeps the rest (not needed at 100)")

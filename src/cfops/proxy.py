@@ -1,4 +1,4 @@
-"""`nox -s dev_proxy`: the edge proxy Worker in workerd (wrangler dev) in front of the local backend.
+"""`cfops dev-proxy`: the edge proxy Worker in workerd (wrangler dev) in front of the local backend.
 
 Starts the backend as `nox -s dev` does (sync, then pywrangler dev or uvicorn), then the proxy Worker
 under the pinned ``wrangler dev`` with BACKEND_ORIGIN pointed at it, prints both URLs and serves until
@@ -13,7 +13,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -71,7 +70,7 @@ def check_origin(origin: str) -> str:
 _TAIL = 40
 
 
-def merged_vars(settings: Settings, origin: str, extra: Mapping[str, str] | None) -> dict[str, str]:
+def _merged_vars(settings: Settings, origin: str, extra: Mapping[str, str] | None) -> dict[str, str]:
     """[tool.cfops.dev_proxy] vars < ``extra`` < BACKEND_ORIGIN; UsageError for a secret-looking name."""
     merged = {**settings.dev_proxy.vars, **(extra or {}), ORIGIN_VAR: origin}
     secret = next((name for name in merged if is_secret_name(settings, name)), None)
@@ -105,7 +104,7 @@ def edge_proxy(
     binary = wrangler_bin(settings)
     port = procs.free_port(host) if port is None else port
     procs.ensure_port_free(host, port)
-    worker_vars = merged_vars(settings, origin, vars)
+    worker_vars = _merged_vars(settings, origin, vars)
     url = f"http://{host}:{port}"
     with tempfile.TemporaryDirectory(prefix="cfops-proxy-") as tmp:
         scratch = Path(tmp)
@@ -208,28 +207,20 @@ def local_stack(
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = cli.parser("nox -s dev_proxy", __doc__)
-    parser.add_argument(
-        "--port", type=int, default=None, help="proxy port (default: [tool.cfops.dev_proxy] 8788)"
-    )
-    parser.add_argument(
-        "--backend-port", type=int, default=None, help="default: [tool.cfops.dev] port (8787)"
-    )
-    parser.add_argument("--host", default=None, help="default: 127.0.0.1")
-    parser.add_argument("--runtime", choices=["auto", "uvicorn", "pywrangler"], default=None)
+    parser = cli.parser("dev-proxy", __doc__)
+    cli.settings_flags(parser, "dev_proxy", only=("port",))
+    cli.settings_flags(parser, "dev", only=("port", "host", "runtime"), rename={"port": "--backend-port"})
     parser.add_argument("--origin", default=None, help="front this running origin instead of starting one")
     parser.add_argument(
         "--var", action="append", default=[], metavar="NAME:VALUE", help="a Worker var (repeatable)"
     )
     parser.add_argument("--no-sync", action="store_true", help="serve the bundle as it is, without syncing")
     args = parser.parse_args(argv)
-    settings = cli.settings_from_env()
-    host = args.host or settings.dev.host
-    proxy_port = settings.dev_proxy.port if args.port is None else args.port
-    backend_port = settings.dev.port if args.backend_port is None else args.backend_port
+    settings = cli.load(args)
+    host, proxy_port, backend_port = settings.dev.host, settings.dev_proxy.port, settings.dev.port
     extra_vars = parse_vars(args.var)
     origin = check_origin(args.origin) if args.origin else None
-    merged_vars(settings, origin or "", extra_vars)
+    _merged_vars(settings, origin or "", extra_vars)
     # Everything that can be wrong with the input fails here, before anything starts.
     procs.ensure_port_free(host, proxy_port)
     if origin is None:
@@ -242,7 +233,7 @@ def main(argv: Sequence[str]) -> int:
             output.info(f"synced {result.files} files into {settings.worker_dir.name}/")
     with local_stack(
         settings,
-        runtime=cast(Runtime, args.runtime or settings.dev.runtime),
+        runtime=settings.dev.runtime,
         host=host,
         backend_port=backend_port,
         proxy_port=proxy_port,

@@ -1,4 +1,4 @@
-"""`invoke release`: release pipelines — ordered steps, a failure policy, one report.
+"""`cfops release`: release pipelines — ordered steps, a failure policy, one report.
 
 Three pipelines, each an ordered list of named steps (data, below):
 
@@ -229,10 +229,11 @@ def _local_token(ctx: Context) -> dict[str, str]:
     """The local stack serves .dev.vars: its bearer token goes to the perf child by environment."""
     if ctx.options.pipeline != "local":
         return {}
+    from cfops.cloudflare import BEARER_TOKEN
     from cfops.dev import local_bearer_token
 
     token = local_bearer_token(ctx.settings)
-    return {"IMMCAD_API_BEARER_TOKEN": token} if token else {}
+    return {BEARER_TOKEN: token} if token else {}
 
 
 def _tests_step() -> Step:
@@ -452,14 +453,14 @@ def prepare(settings: Settings, options: Options) -> Context:
             raise UsageError(f"stages {list(stages)} must rise to 100 (e.g. 10,50,100)")
         ctx.options = dataclasses.replace(options, stages=tuple(stages))
         if not options.dry_run:
-            require_credentials(settings, "a production release")
+            require_credentials(settings, "a production release", dry_run_hint=True)
     if options.pipeline == "proxy":
         from cfops.deploy import backend_origin
 
         ctx.state.origin = backend_origin(options.origin or settings.deploy.backend_origin)
         ctx.state.proxy_url = options.proxy_url or settings.release.proxy_url
         if not options.dry_run:
-            require_credentials(settings, "a proxy release")
+            require_credentials(settings, "a proxy release", dry_run_hint=True)
     return ctx
 
 
@@ -541,18 +542,20 @@ def execute(ctx: Context, steps: list[Step], results: list[StepResult]) -> None:
                 output.echo(f"▶ {step.name}: {result.command}", style="bold")
                 if step.artifact:
                     ctx.artifact(step.artifact).unlink(missing_ok=True)
-                if step.service_url is not None:
-                    _start_service(ctx, argv, step)
-                    result.detail = f"serving {step.service_url(ctx)}"
-                else:
-                    if not dry:
-                        step.before(ctx)
-                    last = _run_command(ctx, argv, step)
-                    result.detail = (step.after(ctx) if not dry else "") or last
-                    for check in () if dry else step.checks:
-                        problem = check(ctx)
-                        if problem:
-                            raise StepFailed(problem)
+                # A step's own output folds into one group in a GitHub Actions log; ▶ and ✓ stay outside.
+                with output.group(step.name):
+                    if step.service_url is not None:
+                        _start_service(ctx, argv, step)
+                        result.detail = f"serving {step.service_url(ctx)}"
+                    else:
+                        if not dry:
+                            step.before(ctx)
+                        last = _run_command(ctx, argv, step)
+                        result.detail = (step.after(ctx) if not dry else "") or last
+                        for check in () if dry else step.checks:
+                            problem = check(ctx)
+                            if problem:
+                                raise StepFailed(problem)
                 result.status = "ok"
             except KeyboardInterrupt:
                 result.status, result.detail = "interrupted", "interrupted (Ctrl-C / SIGTERM)"
@@ -765,37 +768,25 @@ def release(settings: Settings, options: Options) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- command
 
 
-def _stages(text: str | None) -> tuple[float, ...]:
-    if not text:
-        return ()
-    try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise UsageError(f"--stages {text!r}: expected percentages like 10,50,100") from None
-
-
 def main(argv: Sequence[str]) -> int:
-    parser = cli.parser("invoke release", __doc__)
+    parser = cli.parser("release", __doc__)
     parser.add_argument("pipeline", nargs="?", choices=PIPELINES, default="local")
     parser.add_argument("--dry-run", action="store_true", help="print the plan with the exact commands")
     parser.add_argument("--skip-tests", action="store_true", help="leave the test suite out")
     parser.add_argument("--allow-dirty", action="store_true", help="production: allow uncommitted changes")
-    parser.add_argument("--base-url", help="production: the native Worker's URL (IMMCAD_API_BASE_URL)")
-    parser.add_argument("--origin", help="proxy: the https container origin (IMMCAD_BACKEND_ORIGIN)")
-    parser.add_argument("--proxy-url", help="proxy: where the deployed proxy answers (IMMCAD_PROXY_URL)")
-    parser.add_argument("--stages", help="production: traffic percentages, e.g. 10,50,100")
+    cli.settings_flags(parser, "perf", only=("base_url",))
+    cli.settings_flags(parser, "deploy", only=("backend_origin",))
+    cli.settings_flags(parser, "release", only=("proxy_url", "stages"))
     parser.add_argument("--message", help="production: annotation of the new version")
     args = parser.parse_args(argv)
-    settings = cli.settings_from_env()
+    # --base-url, --origin, --proxy-url and --stages land in the settings (perf.base_url,
+    # deploy.backend_origin, release.proxy_url, release.stages), which prepare() reads.
+    settings = cli.load(args)
     options = Options(
         pipeline=cast(Pipeline, args.pipeline),
         dry_run=args.dry_run,
         skip_tests=args.skip_tests,
         allow_dirty=args.allow_dirty,
-        base_url=args.base_url,
-        origin=args.origin,
-        proxy_url=args.proxy_url,
-        stages=_stages(args.stages),
         message=args.message,
     )
     report = release(settings, options)

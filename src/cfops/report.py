@@ -42,10 +42,26 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
+# ``--json -``: the artifact goes to stdout instead of a file.
+STDOUT = "-"
+
+
+def dumps(data: Any) -> str:
+    """``data`` as the redacted JSON text of an artifact."""
+    return json.dumps(redacted(data), indent=2, ensure_ascii=False, default=str) + "\n"
+
+
 def write_json(path: Path, data: Any) -> Path:
     """Write ``data`` as a redacted JSON artifact, atomically."""
-    text = json.dumps(redacted(data), indent=2, ensure_ascii=False, default=str)
-    return write_text(path, text + "\n")
+    return write_text(path, dumps(data))
+
+
+def emit_json(target: Path | str, data: Any) -> Path | None:
+    """``write_json`` to ``target``, or print the artifact to stdout when ``target`` is ``-``."""
+    if str(target) == STDOUT:
+        output.print_json(dumps(data))
+        return None
+    return write_json(Path(target), data)
 
 
 def append_step_summary(env: Mapping[str, str], markdown: str) -> Path | None:

@@ -1,4 +1,4 @@
-"""`nox -s rollback`: put a Worker back on an earlier version (default: the last one that had 100%).
+"""`cfops rollback`: put a Worker back on an earlier version (default: the last one that had 100%).
 
 Runs `wrangler rollback ID -y --message …` (repeated on a transient failure), then reads the deployment
 back until it shows 100 % on that version — else exit 1 with the exact command to run by hand — and
@@ -15,7 +15,7 @@ from cfops.deploy import WORKERS, Worker, rollback
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = cli.parser("nox -s rollback", __doc__)
+    parser = cli.parser("rollback", __doc__)
     parser.add_argument("--worker", choices=WORKERS, default="native", help="default: native")
     parser.add_argument("--version", default=None, help="version id to go back to (default: last at 100%%)")
     parser.add_argument("--message", default=None, help="why (recorded on the deployment)")

@@ -1,4 +1,4 @@
-"""`nox -s secrets_sync`: push the configured secrets to a Worker in one `wrangler secret bulk` call.
+"""`cfops secrets`: push the configured secrets to a Worker in one `wrangler secret bulk` call.
 
 Values come from the environment / .env (``[tool.cfops] secret_names``) and reach wrangler as JSON on
 stdin, never on a command line. Unset, empty and placeholder values are skipped (and named). When
@@ -96,7 +96,7 @@ def sync_secrets(settings: Settings, worker: Worker = "native", *, dry_run: bool
             f"none of {', '.join(settings.secret_names)} has a value to push: "
             "set them in the environment or .env"
         )
-    require_credentials(settings, f"pushing secrets to {t.name}")
+    require_credentials(settings, f"pushing secrets to {t.name}", dry_run_hint=True)
     payload = json.dumps(wanted.values)  # one line: wrangler joins the stdin lines before parsing
     config = config_args(settings, t)
     run = run_wrangler(settings, ["secret", "bulk", *config], input=payload, check=False)
@@ -132,7 +132,7 @@ def sync_secrets(settings: Settings, worker: Worker = "native", *, dry_run: bool
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = cli.parser("nox -s secrets_sync", __doc__)
+    parser = cli.parser("secrets", __doc__)
     parser.add_argument("--worker", choices=WORKERS, default="native", help="default: native")
     parser.add_argument(
         "--dry-run", action="store_true", help="list the names that would be pushed; send nothing"
@@ -146,7 +146,7 @@ def main(argv: Sequence[str]) -> int:
     elif result.method == "versions secret bulk":
         output.success(
             f"pushed {len(result.pushed)} secret(s) to {result.name} in new version {result.version_id} "
-            f"({names}); it receives traffic once deployed (nox -s versions, wrangler versions deploy)"
+            f"({names}); it receives traffic once deployed (cfops versions, wrangler versions deploy)"
         )
     else:
         output.success(f"pushed {len(result.pushed)} secret(s) to {result.name}: {names}")

@@ -1,4 +1,4 @@
-"""`invoke status`: what is live (each Worker's current deployment) and what the last runs left behind.
+"""`cfops status`: what is live (each Worker's current deployment) and what the last runs left behind.
 
 The deployments need Cloudflare credentials; without them that part is skipped, not failed. The last
 artifacts (release, deploys, rollbacks, preflight, perf smoke) are read from the artifacts directory.
@@ -76,7 +76,7 @@ def artifacts_table(settings: Settings) -> Table:
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = cli.parser("invoke status", __doc__)
+    parser = cli.parser("status", __doc__)
     parser.parse_args(argv)
     settings = cli.settings_from_env()
     console = output.console()

@@ -1,4 +1,4 @@
-"""`nox -s sync`: copy the backend source, config and data into the Worker bundle (backend-cloudflare/).
+"""`cfops sync`: copy the backend source, config and data into the Worker bundle (backend-cloudflare/).
 
 The copy is staged next to the bundle and swapped in, so a failure never leaves a half-written tree:
 the previous bundle stays as it was. A manifest records the sha256 of every synced file.
@@ -21,8 +21,8 @@ from cfops.errors import CfopsError, CheckFailed, ConfigError, UsageError
 from cfops.wrangler import ensure_node_toolchain, pywrangler_problem
 
 Copier = Callable[[Path, Path], object]
-STAGING_PREFIX = ".sync-staging-"
-BACKUP_PREFIX = ".sync-old-"
+_STAGING_PREFIX = ".sync-staging-"
+_BACKUP_PREFIX = ".sync-old-"
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def desired_files(settings: Settings) -> dict[Path, Path]:
     return wanted
 
 
-def manifest_text(settings: Settings, hashes: dict[Path, str]) -> str:
+def _manifest_text(settings: Settings, hashes: dict[Path, str]) -> str:
     worker_dir = settings.worker_dir
     body = {
         "generator": "cfops sync",
@@ -145,7 +145,7 @@ def check(settings: Settings) -> Drift:
     manifest = settings.sync.manifest
     if not manifest.is_file():
         missing.append(_rel(manifest, root))
-    elif manifest.read_text(encoding="utf-8") != manifest_text(settings, hashes):
+    elif manifest.read_text(encoding="utf-8") != _manifest_text(settings, hashes):
         changed.append(_rel(manifest, root))
     return Drift(missing=missing, extra=sorted(extra), changed=changed)
 
@@ -153,7 +153,7 @@ def check(settings: Settings) -> Drift:
 def _clear_leftovers(worker_dir: Path) -> None:
     # A sync killed outright (SIGKILL) can leave its staging or backup tree behind; the new sync
     # rebuilds every destination from source, so they hold nothing worth keeping.
-    for prefix in (STAGING_PREFIX, BACKUP_PREFIX):
+    for prefix in (_STAGING_PREFIX, _BACKUP_PREFIX):
         for leftover in worker_dir.glob(f"{prefix}*"):
             shutil.rmtree(leftover, ignore_errors=True)
 
@@ -166,8 +166,8 @@ def sync(settings: Settings, *, copy: Copier = shutil.copy2) -> SyncResult:
     worker_dir.mkdir(parents=True, exist_ok=True)
     _clear_leftovers(worker_dir)
     token = uuid.uuid4().hex[:8]
-    staging = worker_dir / f"{STAGING_PREFIX}{token}"
-    backup = worker_dir / f"{BACKUP_PREFIX}{token}"
+    staging = worker_dir / f"{_STAGING_PREFIX}{token}"
+    backup = worker_dir / f"{_BACKUP_PREFIX}{token}"
     targets = [e.dest for e in settings.sync.map] + [settings.sync.manifest]
     try:
         hashes: dict[Path, str] = {}
@@ -178,7 +178,7 @@ def sync(settings: Settings, *, copy: Copier = shutil.copy2) -> SyncResult:
             hashes[dest] = sha256_file(staged)
         staged_manifest = staging / settings.sync.manifest.relative_to(worker_dir)
         staged_manifest.parent.mkdir(parents=True, exist_ok=True)
-        staged_manifest.write_text(manifest_text(settings, hashes), encoding="utf-8")
+        staged_manifest.write_text(_manifest_text(settings, hashes), encoding="utf-8")
         _swap(targets, worker_dir, staging, backup)
     except OSError as exc:
         raise CfopsError(f"sync failed, the previous bundle is unchanged: {exc}") from exc
@@ -228,7 +228,7 @@ def vendor(settings: Settings) -> str | None:
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = cli.parser("nox -s sync", __doc__)
+    parser = cli.parser("sync", __doc__)
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 listing every difference")
     parser.add_argument(
         "--vendor", action="store_true", help="then vendor the Worker's Python packages (pywrangler sync)"
@@ -243,7 +243,7 @@ def main(argv: Sequence[str]) -> int:
             output.echo(line)
         if not drift.clean:
             raise CheckFailed(
-                f"the Worker bundle differs from the source in {drift.count} file(s): run nox -s sync"
+                f"the Worker bundle differs from the source in {drift.count} file(s): run cfops sync"
             )
         output.success(f"bundle in sync with the source ({len(desired_files(settings))} files)")
         return 0

@@ -1,4 +1,4 @@
-"""`nox -s lint` (TypeScript part): type-check the Workers' TypeScript with the pinned `tsc --noEmit`."""
+"""`cfops tscheck`: type-check the Workers' TypeScript with the pinned `tsc --noEmit` (part of lint)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from cfops.wrangler import typecheck
 
 
 def main(argv: Sequence[str]) -> int:
-    cli.parser("python -m cfops.tscheck", __doc__).parse_args(argv)
+    cli.parser("tscheck", __doc__).parse_args(argv)
     settings = cli.settings_from_env()
     files = typecheck(settings)
     output.success(f"tsc --noEmit: {files} TypeScript file(s) in {settings.worker_dir.name}/src type-check")

@@ -1,4 +1,4 @@
-"""`nox -s versions`: a Worker's current deployment and its recent versions, as tables."""
+"""`cfops versions`: a Worker's current deployment and its recent versions, as tables."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def deployment_table(name: str, deployment: Deployment | None) -> Table:
     return table
 
 
-def versions_table(name: str, versions: Sequence[VersionInfo], live: dict[str, float]) -> Table:
+def _versions_table(name: str, versions: Sequence[VersionInfo], live: dict[str, float]) -> Table:
     table = Table(title=f"{name}: recent versions (newest first)", title_justify="left")
     table.add_column("#")
     table.add_column("version", no_wrap=True, min_width=36)
@@ -50,7 +50,7 @@ def versions_table(name: str, versions: Sequence[VersionInfo], live: dict[str, f
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = cli.parser("nox -s versions", __doc__)
+    parser = cli.parser("versions", __doc__)
     parser.add_argument("--worker", choices=WORKERS, default="native", help="default: native")
     args = parser.parse_args(argv)
     settings = cli.settings_from_env()
@@ -64,7 +64,7 @@ def main(argv: Sequence[str]) -> int:
         output.warn(f"{name} has no deployments yet")
     else:
         console.print(deployment_table(name, current))
-    console.print(versions_table(name, versions, current.traffic if current else {}))
+    console.print(_versions_table(name, versions, current.traffic if current else {}))
     return 0
 
 

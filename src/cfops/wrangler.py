@@ -244,13 +244,15 @@ def missing_credentials(settings: Settings) -> list[str]:
     return [name for name in cloudflare.CREDENTIALS if not settings.env.get(name, "").strip()]
 
 
-def require_credentials(settings: Settings, what: str) -> None:
-    """Exit 2 before any call when the Cloudflare credentials are not set."""
+def require_credentials(settings: Settings, what: str, *, dry_run_hint: bool = False) -> None:
+    """Exit 2 before any call when the Cloudflare credentials are not set. ``dry_run_hint``: the
+    command has a --dry-run that needs none (versions, promote and rollback have not)."""
     missing = missing_credentials(settings)
     if missing:
+        hint = "; --dry-run needs neither" if dry_run_hint else ""
         raise UsageError(
             f"{' and '.join(missing)} not set: {what} needs a Cloudflare API token and account id "
-            "(environment or .env); --dry-run needs neither"
+            f"(environment or .env){hint}"
         )
 
 

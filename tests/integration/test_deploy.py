@@ -270,7 +270,7 @@ def test_size_error_10027_exits_1_with_preflight_advice_and_keeps_the_last_recor
 
     assert ran.returncode == 1
     error = ran.stderr.strip().splitlines()[-1]
-    assert "Cloudflare error 10027" in error and "too large" in error and "nox -s preflight" in error
+    assert "Cloudflare error 10027" in error and "too large" in error and "cfops preflight" in error
     assert api.calls("POST", r"/versions$"), "the upload reached the API"
     assert previous_record.read_text() == '{"version_id": "the last good deploy"}\n'
     failed = artifact(worker_project, "deploy-proxy.failed.json")

@@ -31,16 +31,17 @@ def start_dev(project: Path, *args: str, **env: str) -> subprocess.Popen[str]:
 
 
 def wait_ready(proc: subprocess.Popen[str], url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("dev server never became healthy")
+    procs.poll_health(
+        "cfops dev",
+        f"{url}/healthz",
+        timeout=timeout,
+        healthy=lambda response: response.status_code == 200,
+        expect="200",
+        exit_code=proc.poll,
+        # Only once it has ended: reading a live process's output would block.
+        last_output=lambda: proc.stdout.read() if proc.stdout and proc.poll() is not None else "(running)",
+        interval=0.2,
+    )
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -57,17 +56,17 @@ def run_module(
 
 
 def wait_for(url: str, proc: subprocess.Popen[str], timeout: float = 120) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        try:
-            response = httpx.get(url, timeout=5, trust_env=False)
-            if response.status_code == 200:
-                return response
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"{url} never answered 200")
+    return procs.poll_health(
+        "cfops dev_proxy",
+        url,
+        timeout=timeout,
+        healthy=lambda response: response.status_code == 200,
+        expect="200",
+        exit_code=proc.poll,
+        # Only once it has ended: reading a live process's output would block.
+        last_output=lambda: proc.stdout.read() if proc.stdout and proc.poll() is not None else "(running)",
+        interval=0.3,
+    ).response
 
 
 def test_dev_proxy_serves_the_backend_through_workerd_and_stops_cleanly(proxy_project: Path) -> None:

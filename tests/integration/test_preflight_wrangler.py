@@ -275,3 +275,30 @@ def test_ctrl_c_stops_wrangler_and_workerd_and_exits_130(wr_project: Path) -> No
             with contextlib.suppress(psutil.Error):
                 leftover.kill()
         proc.wait(timeout=10)
+
+
+def test_wrangler_checks_are_cached_until_a_byte_of_their_input_changes(
+    wr_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def run() -> dict[str, dict[str, object]]:
+        result = run_preflight(wr_project, monkeypatch, capsys, "--only", "proxy-bundle,startup")
+        assert result.code == 0, result.text
+        return {check_id: result.finding(check_id) for check_id in ("proxy-bundle", "startup")}
+
+    measured = run()
+    assert not any(f["cached"] for f in measured.values())
+    reused = run()
+    assert all(f["cached"] for f in reused.values())
+    for check_id, finding in reused.items():
+        assert finding["measured"] == measured[check_id]["measured"]
+        assert finding["message"] == measured[check_id]["message"]
+    # One byte of the proxy's source: both wrangler checks run again (no reuse).
+    worker = wr_project / "backend-cloudflare/src/worker.ts"
+    worker.write_text(worker.read_text().replace("TIMEOUT_DEFAULT_MS = 15000", "TIMEOUT_DEFAULT_MS = 15001"))
+    again = run()
+    assert not any(f["cached"] for f in again.values())
+    # esbuild prints 15000 as 15e3: the new bundle is one byte longer, measured, not the stored size.
+    assert (
+        again["proxy-bundle"]["measured"]["raw_bytes"]
+        == measured["proxy-bundle"]["measured"]["raw_bytes"] + 1
+    )

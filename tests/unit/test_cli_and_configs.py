@@ -12,7 +12,7 @@ from cfops.wrangler import config_vars, read_config
 
 def test_bad_flag_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     def entry(argv: Sequence[str]) -> int:
-        parser = cli.parser("nox -s demo", "Demo.")
+        parser = cli.parser("demo", "Demo.")
         parser.add_argument("--runtime", choices=["uvicorn", "pywrangler"])
         parser.parse_args(argv)
         return 0
@@ -21,7 +21,7 @@ def test_bad_flag_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "invalid choice: 'docker'" in err
-    assert err.startswith("error: nox -s demo:")
+    assert err.startswith("error: cfops demo:")
 
 
 def test_keyboard_interrupt_is_130(capsys: pytest.CaptureFixture[str]) -> None:

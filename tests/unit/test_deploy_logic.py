@@ -189,7 +189,7 @@ def _run(events: list[dict[str, object]], returncode: int = 1, stderr: str = "")
 @pytest.mark.parametrize(
     ("code", "advice"),
     [
-        (10027, "nox -s preflight"),
+        (10027, "cfops preflight"),
         (10021, "move imports and heavy work out of global scope"),
         (10214, "versions secret bulk"),
         (10215, "versions secret bulk"),
@@ -308,3 +308,42 @@ def test_artifacts_are_written_whole_and_redacted(tmp_path: Path) -> None:
     )
     assert json.loads(path.read_text()) == {"command": ["--var", "X:***"], "n": 1}
     assert [p.name for p in path.parent.iterdir()] == ["deploy-x.json"]
+
+
+V1, V2 = "1b2c3d4e-0000-4000-8000-000000000001", "1b2c3d4e-0000-4000-8000-000000000002"
+
+
+@pytest.mark.parametrize(
+    ("module", "argv", "hint"),
+    [
+        ("versions", [], False),
+        ("promote", ["--new", V2, "--old", V1, "--percent", "10"], False),
+        ("rollback", ["--version", V1], False),
+        ("deploy", ["proxy", "--origin", "https://origin.example.com"], True),
+        ("secrets", [], True),
+    ],
+)
+def test_missing_credentials_mention_dry_run_only_where_the_command_has_one(
+    project: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    module: str,
+    argv: list[str],
+    hint: bool,
+) -> None:
+    import importlib
+    import shutil
+
+    from cfops import cli
+
+    jsonc = "backend-cloudflare/wrangler.backend-proxy.jsonc"
+    shutil.copy2(Path(__file__).resolve().parents[2] / jsonc, project / jsonc)
+    monkeypatch.setenv("CFOPS_ROOT", str(project))
+    monkeypatch.setenv("IMMCAD_API_BEARER_TOKEN", "a-real-looking-token-1234")
+    for name in ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_ACCOUNT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    entry = importlib.import_module(f"cfops.{module}")
+    assert cli.main(entry.main, argv) == 2
+    err = capsys.readouterr().err
+    assert "CLOUDFLARE_API_TOKEN and CLOUDFLARE_ACCOUNT_ID not set" in err
+    assert ("--dry-run needs neither" in err) is hint

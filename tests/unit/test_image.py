@@ -11,7 +11,8 @@ import pytest
 
 from cfops import image, output
 from cfops.config import ImageTarget, load_settings
-from cfops.errors import UsageError
+from cfops.errors import CommandFailed, MissingToolError, UsageError
+from cfops.image.buildlog import FROM_RE, raise_build_error
 from tests.conftest import PROJECT_FILES, REPO, copy_project
 
 # What the classic builder streams for a two-stage Dockerfile (recorded, ids shortened): text arrives
@@ -87,8 +88,8 @@ def test_build_log_error_names_the_running_step_and_keeps_its_output() -> None:
     )
     log.finish()
     assert log.current is not None and log.current.number == 6 and not log.current.finished
-    with pytest.raises(image.CommandFailed) as info:
-        image._raise_build_error(log, "base:1")
+    with pytest.raises(CommandFailed) as info:
+        raise_build_error(log, "base:1")
     message = str(info.value)
     assert message.startswith("build failed at step 6/7 (RUN echo one && echo two): The command")
     assert "non-zero code: 3" in message
@@ -107,8 +108,8 @@ def test_unreachable_base_image_is_a_missing_prerequisite() -> None:
             },
         }
     )
-    with pytest.raises(image.MissingToolError) as info:
-        image._raise_build_error(log, "python:3.12-slim")
+    with pytest.raises(MissingToolError) as info:
+        raise_build_error(log, "python:3.12-slim")
     assert info.value.exit_code == 2
     assert "scripts/make_base_image.sh" in str(info.value)
     assert "PYTHON_IMAGE" in str(info.value)
@@ -119,7 +120,7 @@ def test_unreachable_base_image_is_a_missing_prerequisite() -> None:
     [("FROM base AS deps", "deps"), ("from --platform=linux/amd64 base as b2", "b2"), ("FROM base", None)],
 )
 def test_from_lines(instruction: str, stage: str | None) -> None:
-    match = image._FROM_RE.match(instruction)
+    match = FROM_RE.match(instruction)
     assert match is not None and match[1] == stage
 
 

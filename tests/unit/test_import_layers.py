@@ -8,6 +8,7 @@ the tooling, and the two files import-linter cannot see (tasks.py and noxfile.py
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -17,11 +18,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
-# What the front files may import from cfops: the command table and the process helpers (the
-# parent-death signal), nothing of a command's internals. tasks.py drives nox, it imports no cfops.
+# What the front files may import from cfops: cfops.argv (stdlib only: the hand-off of secret arguments
+# to the environment, used before any project environment exists), nothing of a command's internals.
 ALLOWED = {
-    "noxfile.py": {"cfops", "cfops.__main__", "cfops.procs"},
-    "tasks.py": set(),
+    "noxfile.py": {"cfops.argv"},
+    "tasks.py": {"cfops.argv"},
 }
 
 
@@ -82,7 +83,7 @@ def test_the_contracts_fail_on_a_cycle_an_upward_import_and_an_app_importing_cfo
     broken = _lint_imports(copy)
     text = broken.stdout + broken.stderr
     assert broken.returncode == 1, text
-    assert "Contracts: 0 kept, 3 broken." in text, text
+    assert re.search(r"Contracts: \d+ kept, 3 broken\.", text), text
     assert "- .sync -> .dev (1 import)" in text, text  # the cycle, and the import that closes it
     assert "cfops.procs -> cfops.deploy" in text, text
     assert "immcad_api.main -> cfops.output" in text, text

@@ -69,9 +69,14 @@ def test_env_vars_keep_working_and_flags_override_them(root: Path) -> None:
     assert config.probes[0].path == "/v2/chat"
     assert config.bearer_token == "tok-abcdef"
     assert "tok-abcdef" not in repr(config) and "tok-abcdef" not in str(config.describe())
-    flagged = resolve(
-        settings, requests=3, concurrency=2, max_p95=0.5, chat_path="/x", base_url="http://127.0.0.1:9"
-    )
+    flags = {
+        "perf.requests": "3",
+        "perf.concurrency": "2",
+        "perf.max_p95_seconds": "0.5",
+        "perf.chat_path": "/x",
+        "perf.base_url": "http://127.0.0.1:9",
+    }
+    flagged = resolve(load_settings(root, env, flags=flags))
     assert (flagged.requests, flagged.concurrency, flagged.thresholds.max_p95_seconds) == (3, 2, 0.5)
     assert (flagged.probes[0].path, flagged.base_url) == ("/x", "http://127.0.0.1:9")
 
@@ -109,7 +114,7 @@ def test_scenario_from_pyproject_and_from_yaml(root: Path, tmp_path: Path) -> No
 def test_bounds_can_be_lowered_but_not_raised(tmp_path: Path) -> None:
     low = make_root(tmp_path / "low", "[tool.cfops.perf.bounds]\nmax_requests = 50\n")
     with pytest.raises(UsageError, match="at most 50"):
-        resolve(load_settings(low, {}), requests=51)
+        resolve(load_settings(low, {}, flags={"perf.requests": "51"}))
     high = make_root(tmp_path / "high", "[tool.cfops.perf.bounds]\nmax_concurrency = 5000\n")
     with pytest.raises(ConfigError, match="at most 1000"):
         resolve(load_settings(high, {}))
@@ -128,7 +133,14 @@ def test_bounds_can_be_lowered_but_not_raised(tmp_path: Path) -> None:
         ({"IMMCAD_API_BASE_URL": "https://u:hunter22@example.test"}, [], "must not contain credentials"),
         ({"CHAT_PATH": "api/chat"}, [], "must start with /"),
         ({}, ["--requests", "100001"], "at most 100000"),
-        ({}, ["--requests", "x"], "argument --requests: invalid int value"),
+        ({}, ["--requests", "x"], "--requests: expected an integer, got 'x'"),
+        (
+            {},
+            ["--engine", "httpx", "--header", "X-Name: héllo"],
+            "--header X-Name: the value must be printable ASCII",
+        ),
+        ({}, ["--header", "Authorization: @env:CFOPS_TEST_UNSET"], "CFOPS_TEST_UNSET (named by @env:"),
+        ({}, ["--header", "Authorization: @file:missing.txt"], "cannot read missing.txt"),
         ({}, ["--concurrency", "1001"], "at most 1000"),
         ({}, ["--duration", "601"], "at most 600"),
         ({}, ["--rate", "10", "--requests", "10000"], "over the 600 s bound"),
@@ -176,6 +188,11 @@ def test_bad_input_exits_2_with_one_line(
         ("- just a list\n", "must be a table of probe name"),
         ("chat: [unclosed\n", "is not readable YAML"),
         ("{}\n", "defines no probe"),
+        (
+            "chat: {path: /x, json: {when: 2024-01-01}}\n",
+            "json.when = 2024-01-01 is a YAML date, not a JSON value",
+        ),
+        ("chat: {path: /x, headers: {X-Name: héllo}}\n", "must be printable ASCII"),
     ],
 )
 def test_bad_scenario_files(root: Path, tmp_path: Path, yaml_text: str, message: str) -> None:

@@ -61,7 +61,7 @@ def test_broken_toml_fails_with_the_parse_error(
 ) -> None:
     (pf_project / "backend-cloudflare/wrangler.toml").write_text('name = "x"\n[vars\nA = 1\n')
     run = preflight(pf_project, monkeypatch, capsys, "--only", "configs,native-bundle")
-    assert run.code == 1
+    assert run.code == 2  # an unreadable project file is bad input, as for `cfops deploy native`
     assert run.finding("configs")["status"] == "fail"
     assert "backend-cloudflare/wrangler.toml is not valid TOML" in run.finding("configs")["message"]
     # the native bundle cannot be listed either, and says why instead of crashing
@@ -70,12 +70,14 @@ def test_broken_toml_fails_with_the_parse_error(
     assert "✗ fail" in run.out
 
 
-def test_broken_jsonc_fails(
+def test_broken_jsonc_is_bad_input_as_in_deploy(
     pf_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # Exit 2 as `cfops deploy proxy` on the same file: an unreadable project file is bad input.
     (pf_project / "backend-cloudflare/wrangler.backend-proxy.jsonc").write_text('{"name": "x",, }')
     run = preflight(pf_project, monkeypatch, capsys, "--only", "configs")
-    assert run.code == 1
+    assert run.code == 2
+    assert run.report["exit_code"] == 2
     assert "wrangler.backend-proxy.jsonc is not valid JSONC" in run.finding("configs")["message"]
 
 
@@ -321,7 +323,7 @@ def test_unsynced_app_is_reported(
     assert run.code == 1
     assert (
         run.finding("edge-contract")["message"]
-        == "the synced app is missing from backend-cloudflare/src: run nox -s sync"
+        == "the synced app is missing from backend-cloudflare/src: run cfops sync"
     )
     assert run.finding("sync")["status"] == "fail"
 
@@ -362,7 +364,7 @@ def test_sync_drift_fails_with_the_files(
     run = preflight(pf_project, monkeypatch, capsys, "--only", "sync")
     assert run.code == 1
     finding = run.finding("sync")
-    assert "run nox -s sync" in finding["message"]
+    assert "run cfops sync" in finding["message"]
     assert "changed: backend-cloudflare/src/immcad_api/settings.py" in finding["details"]
 
 
@@ -740,7 +742,9 @@ def test_report_json_and_step_summary(
             "limits",
             "duration_seconds",
         }
-        assert finding["duration_seconds"] >= 0
+        # Checks run in parallel within the run: none can take longer than the whole run.
+        assert isinstance(finding["duration_seconds"], float)
+        assert finding["duration_seconds"] <= report["wall_seconds"]
     assert report["wall_seconds"] >= report["slowest_check_seconds"] > 0
     text = summary.read_text()
     assert text.startswith("# earlier step\n## Preflight ❌ fail")

@@ -6,6 +6,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tasks
@@ -20,7 +21,9 @@ from cfops.release import Context, Options, Step, StepResult
 
 
 def nox_command(*args: str) -> str:
-    return shlex.join([sys.executable, "-m", "nox", *args])
+    return shlex.join(
+        [sys.executable, "-m", "nox", "-f", str(Path(tasks.__file__).parent / "noxfile.py"), *args]
+    )
 
 
 @pytest.mark.parametrize(
@@ -54,11 +57,24 @@ def test_tasks_run_exactly_these_nox_commands(call: object, expected: list[str])
     assert context.run.call_count == 1  # type: ignore[attr-defined]
 
 
-def test_a_failing_session_exits_the_task_with_its_own_code() -> None:
-    context = MockContext(run={nox_command("-s", "release", "--", "bogus"): Result(exited=2)})
+class ExitingContext(MockContext):
+    """nox as it behaves: exit 1 for the failed session, the command's own code left in the file."""
+
+    def __init__(self, recorded: str) -> None:
+        super().__init__()
+        self.recorded = recorded
+
+    def run(self, command: str, **kwargs: Any) -> Result:
+        if self.recorded:
+            Path(kwargs["env"]["CFOPS_EXIT_CODE_FILE"]).write_text(self.recorded)
+        return Result(command=command, exited=1)
+
+
+@pytest.mark.parametrize(("recorded", "code"), [("2\n", 2), ("", 1)])
+def test_a_failing_session_exits_the_task_with_the_commands_own_code(recorded: str, code: int) -> None:
     with pytest.raises(Exit) as info:
-        tasks.release(context, target="bogus")
-    assert info.value.code == 2
+        tasks.release(ExitingContext(recorded), target="bogus")
+    assert info.value.code == code
 
 
 def test_the_collection_exposes_the_pipeline_tasks() -> None:

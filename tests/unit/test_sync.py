@@ -73,7 +73,7 @@ def test_check_command_exits_1_and_writes_nothing(
     out, err = capsys.readouterr()
     assert "missing: backend-cloudflare/src/immcad_api/main.py" in out
     assert "missing: backend-cloudflare/sync-manifest.json" in out
-    assert "run nox -s sync" in err
+    assert "run cfops sync" in err
     assert not (bundle(project) / "src/immcad_api").exists()
     assert cli.main(sync.main, []) == 0
     assert cli.main(sync.main, ["--check"]) == 0

@@ -1,4 +1,4 @@
-"""`nox -s perf_smoke`: the latency canary. Sends a scenario of requests, reports percentiles, decides.
+"""`cfops perf`: the latency canary. Sends a scenario of requests, reports percentiles, decides.
 
 Without a base URL (IMMCAD_API_BASE_URL / --base-url) it syncs and starts the local backend on a free
 port, measures it and stops it. Exit 0 when every threshold holds, 1 when one is breached, 2 on bad
@@ -23,7 +23,7 @@ from cfops import cli, cloudflare, output, procs
 from cfops.config import Settings
 from cfops.dev import local_bearer_token, native_backend
 from cfops.errors import UsageError
-from cfops.perf.config import ENGINES, RunConfig, resolve
+from cfops.perf.config import RunConfig, resolve
 from cfops.perf.load import ProgressSink, generate
 from cfops.perf.report import (
     Report,
@@ -33,6 +33,7 @@ from cfops.perf.report import (
     write_json,
     write_step_summary,
 )
+from cfops.report import STDOUT
 from cfops.sync import sync
 
 __all__ = ["Report", "RunConfig", "main", "publish", "resolve", "run_smoke"]
@@ -138,61 +139,44 @@ def run_smoke(
     return build_report(local_config, result, target=url, embedded=True)
 
 
-def publish(report: Report, settings: Settings, json_path: Path | None = None) -> Path:
-    """Write the JSON artifact and, when $GITHUB_STEP_SUMMARY is set, the Markdown summary."""
+def publish(report: Report, settings: Settings, json_path: Path | str | None = None) -> Path | None:
+    """Write the JSON artifact (``-``: print it to stdout) and, when $GITHUB_STEP_SUMMARY is set, the
+    Markdown summary."""
     path = write_json(report, json_path or settings.artifacts_dir / ARTIFACT)
     write_step_summary(report, settings.env)
     return path
 
 
 def _parser() -> cli.ArgumentParser:
-    parser = cli.parser("nox -s perf_smoke", __doc__)
+    parser = cli.parser("perf", __doc__)
+    cli.settings_flags(parser, "perf")
     add = parser.add_argument
-    add("--base-url", help="target (IMMCAD_API_BASE_URL); empty: start the local backend")
-    add("--requests", type=int, help="measured requests (REQUESTS, default 20)")
-    add("--concurrency", type=int, help="requests in flight (CONCURRENCY, default 5)")
-    add("--duration", type=float, help="seconds to run instead of a request count")
-    add("--rate", type=float, help="open model: requests per second, latency from the intended send time")
-    add("--warmup", type=int, help="requests sent first and left out of the statistics")
-    add("--timeout", type=float, help="per-request timeout in seconds (default 10)")
-    add("--chat-path", help="path of the default probe (CHAT_PATH, default /api/chat)")
     add("--scenario", type=Path, help="YAML file of weighted probes (name: {method, path, json, status})")
-    add("--header", action="append", default=[], help="extra header 'Name: value' (repeatable)")
+    add(
+        "--header",
+        action="append",
+        default=[],
+        help="extra header 'Name: value' (repeatable); a value '@env:VAR' or '@file:PATH' is read from there",
+    )
     add("--version-id", help="send Cloudflare-Workers-Version-Overrides for this Worker version")
     add("--worker", help="Worker name for --version-id (default [tool.cfops.native] name)")
-    add("--max-p95", type=float, help="seconds (MAX_P95_SECONDS, default 2.5)")
-    add("--max-p99", type=float, help="seconds (MAX_P99_SECONDS, default none)")
-    add("--max-error-rate", type=float, help="fraction of failed requests allowed (default 0)")
     add("--baseline", type=Path, help="an earlier perf-smoke.json: fail on a p95 regression")
-    add("--max-regression", type=float, help="percent of p95 regression allowed vs --baseline (default 20)")
-    add("--json", type=Path, help=f"artifact path (default artifacts/{ARTIFACT})")
-    add("--engine", choices=ENGINES, help="HTTP client of the hot loop (default aiohttp; see README)")
+    add("--json", help=f"artifact path (default artifacts/{ARTIFACT}); '-' prints it to stdout")
     return parser
 
 
 def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
-    settings = cli.settings_from_env()
+    if args.json == STDOUT:
+        output.json_to_stdout()
+    settings = cli.load(args)
     config = resolve(
         settings,
-        base_url=args.base_url,
-        requests=args.requests,
-        concurrency=args.concurrency,
-        duration=args.duration,
-        rate=args.rate,
-        warmup=args.warmup,
-        timeout=args.timeout,
-        chat_path=args.chat_path,
-        max_p95=args.max_p95,
-        max_p99=args.max_p99,
-        max_error_rate=args.max_error_rate,
-        max_regression=args.max_regression,
         baseline=args.baseline,
         scenario=args.scenario,
         headers=args.header,
         version_id=args.version_id,
         worker=args.worker,
-        engine=args.engine,
     )
     plan = f"{config.duration_seconds:g} s" if config.duration_seconds else f"{config.requests} requests"
     shape = f"at {config.rate:g}/s (open model)" if config.rate else f"{config.concurrency} in flight"
@@ -205,7 +189,8 @@ def main(argv: Sequence[str]) -> int:
     for line in histogram_lines(report):
         output.echo(line, style="dim")
     path = publish(report, settings, args.json)
-    output.echo(f"wrote {path}", style="dim")
+    if path is not None:
+        output.echo(f"wrote {path}", style="dim")
     if report.self_check.client_bottleneck:
         output.warn("the load generator was the bottleneck; see the verdict")
     output.echo(report.verdict, style="bold green" if report.passed else "bold red")

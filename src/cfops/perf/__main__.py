@@ -1,4 +1,4 @@
-"""`python -m cfops.perf`: the entry point `nox -s perf_smoke` runs."""
+"""`python -m cfops.perf`: the same entry point as `cfops perf`."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The resolved configuration of one latency run: settings < flags, validated against the hard bounds.
 
 ``RunConfig`` is what the library entry point (``run_smoke``) takes; ``resolve`` builds it from the
-project settings plus overrides (the CLI's flags, or a release pipeline's arguments). Every rejection
+project settings (flags included: they are layered into the settings by cfops.cli) plus what is not a
+setting (a scenario file, headers, a version to pin). Every rejection
 is a UsageError: one line naming the input and what to do.
 """
 
@@ -11,20 +12,30 @@ import dataclasses
 import json
 import math
 import re
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
 
 from cfops import cloudflare, output
-from cfops.config import PerfBounds, PerfProbe, PerfSettings, Settings, parse_scenario, with_deferred_env
+from cfops.argv import ENV_REF, FILE_REF
+from cfops.argv import is_sensitive as is_sensitive_header
+from cfops.config import (
+    Engine,
+    PerfBounds,
+    PerfProbe,
+    PerfSettings,
+    Settings,
+    parse_scenario,
+    with_deferred_env,
+)
 from cfops.errors import ConfigError, UsageError
 
-Engine = Literal["aiohttp", "httpx", "httpx-aiohttp"]
-ENGINES: tuple[Engine, ...] = ("aiohttp", "httpx", "httpx-aiohttp")
+ENGINES: tuple[Engine, ...] = typing.get_args(Engine)
 # Ceilings no setting can raise: a canary is a probe, not a load test.
 HARD_BOUNDS = PerfBounds()
 # Every answer of the backend names the Worker version that produced it (the version-metadata binding in
@@ -36,7 +47,6 @@ USER_AGENT = "cfops-perf"
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name (RFC 9110 token)
 _VERSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 _WORKER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
-_SENSITIVE_HEADER = ("authorization", "cookie", "token", "key", "secret", "password", "credential")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,11 +115,6 @@ class RunConfig:
         }
 
 
-def is_sensitive_header(name: str) -> bool:
-    lowered = name.lower()
-    return any(word in lowered for word in _SENSITIVE_HEADER)
-
-
 def _shown(name: str, value: str) -> str:
     return output.REDACTED if is_sensitive_header(name) else value
 
@@ -136,14 +141,41 @@ def load_scenario_file(path: Path) -> tuple[PerfProbe, ...]:
     return probes
 
 
-def parse_header(text: str) -> tuple[str, str]:
+def parse_header(text: str, env: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """``Name: value``; a value ``@env:VAR`` is read from the environment and ``@file:PATH`` from a file,
+    so that a credential never has to be on a command line (cfops.argv)."""
     name, sep, value = text.partition(":")
     name, value = name.strip(), value.strip()
     if not sep or not _TOKEN.match(name):
         raise UsageError(f"--header {name or text!r}: expected 'Name: value'")
+    if value.startswith(ENV_REF):
+        var = value.removeprefix(ENV_REF)
+        found = (env or {}).get(var)
+        if found is None:
+            raise UsageError(
+                f"--header {name}: environment variable {var} (named by {ENV_REF}{var}) is not set"
+            )
+        value = found.strip()
+    elif value.startswith(FILE_REF):
+        source = Path(value.removeprefix(FILE_REF))
+        try:
+            value = source.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(
+                f"--header {name}: cannot read {source}: {getattr(exc, 'strerror', None) or exc}"
+            ) from None
     if "\r" in value or "\n" in value:
         raise UsageError(f"--header {name}: the value must not contain line breaks")
+    check_header_value(f"--header {name}", value)
     return name, value
+
+
+def check_header_value(where: str, value: str) -> None:
+    """HTTP header values are ASCII on the wire (clients refuse anything else mid-run)."""
+    if not value.isascii() or not value.isprintable():
+        raise UsageError(
+            f"{where}: the value must be printable ASCII (HTTP headers are); percent-encode other characters"
+        )
 
 
 def validate_base_url(url: str) -> str:
@@ -192,32 +224,19 @@ def check_bounds(bounds: PerfBounds) -> PerfBounds:
 def resolve(
     settings: Settings,
     *,
-    base_url: str | None = None,
-    requests: int | None = None,
-    concurrency: int | None = None,
-    duration: float | None = None,
-    rate: float | None = None,
-    warmup: int | None = None,
-    timeout: float | None = None,
-    chat_path: str | None = None,
-    max_p95: float | None = None,
-    max_p99: float | None = None,
-    max_error_rate: float | None = None,
-    max_regression: float | None = None,
     baseline: Path | None = None,
     scenario: Path | None = None,
     headers: Sequence[str] = (),
     version_id: str | None = None,
     worker: str | None = None,
-    engine: Engine | None = None,
 ) -> RunConfig:
-    """Settings ([tool.cfops.perf] < .env < environment) overlaid by explicit arguments, validated."""
+    """``settings.perf`` ([tool.cfops.perf] < .env < environment < flags, see cfops.cli) plus what is
+    not a setting (files, headers, a version to pin), validated against the bounds."""
     perf: PerfSettings = with_deferred_env(settings.perf, settings)
     bounds = check_bounds(perf.bounds)
-    url_text = perf.base_url if base_url is None else base_url
-    url = validate_base_url(url_text.strip()) if url_text.strip() else None
+    url = validate_base_url(perf.base_url.strip()) if perf.base_url.strip() else None
 
-    path = perf.chat_path if chat_path is None else chat_path
+    path = perf.chat_path
     if not path.startswith("/"):
         raise UsageError(f"chat path (CHAT_PATH / --chat-path) must start with /, got {path!r}")
     if scenario is not None:
@@ -227,17 +246,19 @@ def resolve(
     else:
         probes, source = (default_probe(path),), f"default (POST {path})"
 
-    count = perf.requests if requests is None else requests
-    workers = perf.concurrency if concurrency is None else concurrency
+    duration, rate = perf.duration_seconds, perf.rate
+    # A duration run is bounded by time; the request count only caps it when given explicitly.
+    count_given = "perf.requests" in settings.flags
+    count = perf.requests
+    workers = perf.concurrency
     _check_range("concurrency (CONCURRENCY / --concurrency)", workers, 1, bounds.max_concurrency)
     if duration is not None:
         _check_range("--duration (seconds)", duration, 0, bounds.max_duration_seconds, low_open=True)
-        if requests is None:
-            # A duration run is bounded by time; the request count only caps it when given explicitly.
+        if not count_given:
             count = bounds.max_requests if rate is None else math.ceil(rate * duration)
     if rate is not None:
         _check_range("--rate (requests per second)", rate, 0, 100_000, low_open=True)
-        if duration is not None and requests is not None:
+        if duration is not None and count_given:
             count = min(count, math.ceil(rate * duration))
     _check_range("requests (REQUESTS / --requests)", count, 1, bounds.max_requests)
     if rate is not None and count / rate > bounds.max_duration_seconds:
@@ -245,26 +266,23 @@ def resolve(
             f"{count} requests at {rate:g}/s take {count / rate:g} s, over the "
             f"{bounds.max_duration_seconds:g} s bound; lower --requests/--duration or raise --rate"
         )
-    warm = perf.warmup if warmup is None else warmup
-    _check_range("--warmup (requests)", warm, 0, bounds.max_requests)
-    per_request = perf.timeout_seconds if timeout is None else timeout
-    _check_range("--timeout (seconds)", per_request, 0, bounds.max_duration_seconds, low_open=True)
+    _check_range("--warmup (requests)", perf.warmup, 0, bounds.max_requests)
+    _check_range("--timeout (seconds)", perf.timeout_seconds, 0, bounds.max_duration_seconds, low_open=True)
 
-    p95 = perf.max_p95_seconds if max_p95 is None else max_p95
+    p95, p99 = perf.max_p95_seconds, perf.max_p99_seconds
     _check_range("max p95 (MAX_P95_SECONDS / --max-p95)", p95, 0, 3600, low_open=True)
-    p99 = perf.max_p99_seconds if max_p99 is None else max_p99
     if p99 is not None:
         _check_range("max p99 (MAX_P99_SECONDS / --max-p99)", p99, 0, 3600, low_open=True)
-    error_rate = perf.max_error_rate if max_error_rate is None else max_error_rate
+    error_rate = perf.max_error_rate
     _check_range("max error rate (MAX_ERROR_RATE / --max-error-rate, a fraction)", error_rate, 0, 1)
-    regression = perf.max_regression_percent if max_regression is None else max_regression
+    regression = perf.max_regression_percent
     _check_range("--max-regression (percent)", regression, 0, 10_000)
     if baseline is not None and not baseline.is_file():
         raise UsageError(f"baseline {baseline} not found; pass an earlier perf-smoke.json to --baseline")
 
     extra: dict[str, str] = {}
     for text in headers:
-        name, value = parse_header(text)
+        name, value = parse_header(text, settings.env)
         if is_sensitive_header(name):
             output.add_secrets([value])
         extra[name] = value
@@ -286,13 +304,13 @@ def resolve(
         concurrency=int(workers),
         duration_seconds=duration,
         rate=rate,
-        warmup=int(warm),
-        timeout_seconds=per_request,
+        warmup=int(perf.warmup),
+        timeout_seconds=perf.timeout_seconds,
         headers=extra,
         bearer_token=token,
         version_id=version_id,
         worker=worker_name if version_id is not None else None,
-        engine=engine or perf.engine,
+        engine=perf.engine,
         thresholds=Thresholds(
             max_p95_seconds=p95,
             max_p99_seconds=p99,

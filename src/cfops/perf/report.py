@@ -364,9 +364,9 @@ def build_report(
 # ------------------------------------------------------------------------------------------ outputs
 
 
-def write_json(report: Report, path: Path) -> Path:
-    """Write the artifact (atomically, redacted): a failure keeps the previous one."""
-    return artifacts.write_json(path, report.to_dict())
+def write_json(report: Report, path: Path | str) -> Path | None:
+    """Write the artifact (atomically, redacted): a failure keeps the previous one. ``-``: to stdout."""
+    return artifacts.emit_json(path, report.to_dict())
 
 
 def histogram_lines(report: Report) -> list[str]:

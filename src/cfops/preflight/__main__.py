@@ -1,4 +1,4 @@
-"""``python -m cfops.preflight``: the entry point `nox -s preflight` calls."""
+"""``python -m cfops.preflight``: the same entry point as `cfops preflight`."""
 
 from __future__ import annotations
 

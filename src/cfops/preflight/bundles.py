@@ -167,7 +167,7 @@ def native_bundle(ctx: Context) -> Finding:
     try:
         config = read_config(config_path)
     except ConfigError as exc:
-        out.fail(f"cannot list the native upload: {exc}")
+        out.bad_input(f"cannot list the native upload: {exc}")
         return out.finding("")
     main = config.get("main")
     if not isinstance(main, str) or not main:

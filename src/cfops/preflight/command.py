@@ -1,4 +1,4 @@
-"""`nox -s preflight`: one release-readiness report, measured from the real bundles.
+"""`cfops preflight`: one release-readiness report, measured from the real bundles.
 
 Runs every check at once (configs, proxy-bundle, native-bundle, startup, sync, edge-contract, secrets,
 workflows, git, tooling), prints one table, writes artifacts/preflight.json and, in GitHub Actions,
@@ -8,15 +8,14 @@ or a missing tool.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
 from typing import cast
 
 from cfops import cli, output
-from cfops.config import BackendMode
 from cfops.errors import CfopsError
 from cfops.preflight import report as reporting
+from cfops.preflight.cache import Cache, policy_for
 from cfops.preflight.model import Context, Finding, Target, Toolchain
 from cfops.preflight.runner import CHECKS, run_checks, select
 from cfops.report import append_step_summary, write_json
@@ -29,17 +28,13 @@ def _ids(values: Sequence[str] | None) -> list[str]:
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = cli.parser("nox -s preflight", __doc__)
+    parser = cli.parser("preflight", __doc__)
     ids = ", ".join(CHECKS)
     parser.add_argument(
         "--only", action="append", metavar="IDS", help=f"run only these checks (comma-separated: {ids})"
     )
     parser.add_argument("--skip", action="append", metavar="IDS", help="skip these checks (comma-separated)")
-    parser.add_argument(
-        "--mode",
-        choices=["proxy", "native"],
-        help="which Worker production runs (default: CLOUDFLARE_BACKEND_MODE or [tool.cfops.preflight] mode)",
-    )
+    cli.settings_flags(parser, "preflight", only=("mode",))
     parser.add_argument(
         "--target",
         choices=["local", "production"],
@@ -50,11 +45,15 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--allow-dirty", action="store_true", help="with --target production, a dirty working tree only warns"
     )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="measure every check anew (default: reuse a cached finding whose inputs did not change)",
+    )
     args = parser.parse_args(argv)
     chosen = select(_ids(args.only), _ids(args.skip))
-    settings = cli.settings_from_env()
-    mode = cast(BackendMode, args.mode or settings.preflight.mode)
-    settings = dataclasses.replace(settings, preflight=dataclasses.replace(settings.preflight, mode=mode))
+    settings = cli.load(args)
+    mode = settings.preflight.mode
     ctx = Context(
         settings=settings,
         target=cast(Target, args.target),
@@ -63,7 +62,9 @@ def main(argv: Sequence[str]) -> int:
         toolchain=Toolchain(settings),
     )
     started = time.perf_counter()
-    findings = _run(ctx, chosen)
+    cache = Cache(settings, policy_for(settings, ctx.target, no_cache=args.no_cache))
+    findings = _run(ctx, chosen, cache)
+    cache.save()
     report = reporting.Report(
         findings=tuple(findings),
         target=ctx.target,
@@ -88,13 +89,13 @@ def main(argv: Sequence[str]) -> int:
     return report.exit_code
 
 
-def _run(ctx: Context, chosen: list[str]) -> list[Finding]:
+def _run(ctx: Context, chosen: list[str], cache: Cache) -> list[Finding]:
     if not output.is_terminal():
-        return run_checks(ctx, chosen)
+        return run_checks(ctx, chosen, cache=cache)
     console = output.console()
     with console.status(f"running {len(chosen)} checks: {', '.join(chosen)}") as status:
 
         def progress(finding: Finding, pending: list[str]) -> None:
             status.update(f"waiting for {', '.join(pending)}" if pending else "writing the report")
 
-        return run_checks(ctx, chosen, progress)
+        return run_checks(ctx, chosen, progress, cache)

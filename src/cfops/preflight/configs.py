@@ -36,7 +36,7 @@ def _check_one(ctx: Context, out: Outcome, kind: str, worker: WorkerSettings) ->
     try:
         config = read_config(path)
     except ConfigError as exc:
-        out.fail(str(exc).replace(str(path), where))
+        out.bad_input(str(exc).replace(str(path), where))
         return None
     name = config.get("name")
     if not isinstance(name, str) or not name:
@@ -54,7 +54,7 @@ def _check_one(ctx: Context, out: Outcome, kind: str, worker: WorkerSettings) ->
     try:
         variables = config_vars(config, path)
     except ConfigError as exc:
-        out.fail(str(exc).replace(str(path), where))
+        out.bad_input(str(exc).replace(str(path), where))
         return config
     _check_vars(ctx, out, kind, where, variables)
     return config

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cfops import cloudflare
 from cfops.errors import ConfigError
 from cfops.preflight.model import Context, Finding, Outcome
 from cfops.preflight.probe import BINDINGS_ENV, PROBE_TOKEN_ENV
@@ -119,11 +120,11 @@ def check(ctx: Context) -> Finding:
     try:
         allowlist = load_allowlist(facts.allowlist)
     except ConfigError as exc:
-        out.fail(str(exc).replace(str(facts.allowlist), ctx.rel(facts.allowlist)))
+        out.bad_input(str(exc).replace(str(facts.allowlist), ctx.rel(facts.allowlist)))
         return out.finding("")
     bundle_src = settings.worker_dir / "src"
     if not (bundle_src / "immcad_api").is_dir():
-        out.fail(f"the synced app is missing from {ctx.rel(bundle_src)}: run nox -s sync")
+        out.fail(f"the synced app is missing from {ctx.rel(bundle_src)}: run cfops sync")
         return out.finding("")
     try:
         bindings = config_vars(read_config(settings.native.config), settings.native.config)
@@ -131,7 +132,7 @@ def check(ctx: Context) -> Finding:
         out.fail(f"cannot build the app's bindings: {exc}")
         return out.finding("")
     # A throwaway token: the app is hardened like production, and no real secret enters the probe.
-    bindings["IMMCAD_API_BEARER_TOKEN"] = secrets.token_urlsafe(24)
+    bindings[cloudflare.BEARER_TOKEN] = secrets.token_urlsafe(24)
     report = _probe(ctx, bundle_src, bindings, facts.protected_prefixes)
     if "error" in report:
         out.fail(f"the synced app could not be built: {report['error']}")

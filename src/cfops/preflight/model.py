@@ -33,6 +33,8 @@ class Finding:
     duration: float = 0.0
     # True when the check could not run for want of a tool or valid input: the run exits 2.
     usage_error: bool = False
+    # True when the finding was reused from the preflight cache (no input changed), not measured now.
+    cached: bool = False
 
 
 class Cancelled(Exception):
@@ -113,9 +115,16 @@ class Outcome:
         self.notes: list[str] = []
         self.measured: dict[str, Any] = {}
         self.limits: dict[str, Any] = {}
+        self.usage_error = False
 
     def fail(self, message: str) -> None:
         self.problems.append(("fail", message))
+
+    def bad_input(self, message: str) -> None:
+        """A project file that cannot be read (ConfigError): a failure, and the run exits 2 as every
+        other command does on the same file (deploy, dev …), not 1 as for a target that fails a check."""
+        self.fail(message)
+        self.usage_error = True
 
     def warn(self, message: str) -> None:
         self.problems.append(("warn", message))
@@ -148,6 +157,7 @@ class Outcome:
             details=details,
             measured=dict(self.measured),
             limits=dict(self.limits),
+            usage_error=self.usage_error,
         )
 
 

@@ -25,7 +25,7 @@ def sync(ctx: Context) -> Finding:
         files=files, missing=len(drift.missing), extra=len(drift.extra), changed=len(drift.changed)
     )
     if not drift.clean:
-        out.fail(f"the Worker bundle differs from the source in {drift.count} file(s): run nox -s sync")
+        out.fail(f"the Worker bundle differs from the source in {drift.count} file(s): run cfops sync")
         for line in drift.lines()[:20]:
             out.note(line)
     return out.finding(f"the Worker bundle matches the backend source ({files} files)")

@@ -56,7 +56,9 @@ class Report:
     def summary(self) -> str:
         counts = ", ".join(f"{n} {s}" for s, n in self.counts().items() if n)
         strict = ", strict" if self.strict else ""
-        run = f"target {self.target}, mode {self.mode}{strict}"
+        cached = sum(1 for f in self.findings if f.cached)
+        reused = f", {cached} cached" if cached else ""
+        run = f"target {self.target}, mode {self.mode}{strict}{reused}"
         return f"preflight {self.status}: {counts} in {self.wall_seconds:.1f} s ({run})"
 
 
@@ -80,6 +82,7 @@ def to_json(report: Report) -> dict[str, Any]:
                 "limits": dict(f.limits),
                 "duration_seconds": round(f.duration, 3),
                 "usage_error": f.usage_error,
+                "cached": f.cached,
             }
             for f in report.findings
         ],
@@ -101,6 +104,11 @@ def _measure_cell(finding: Finding) -> str:
     if "files" in m and "missing" in m:
         return f"{m['files']} files"
     return ""
+
+
+def _time_cell(finding: Finding) -> str:
+    """A reused finding says so instead of a time: nothing was measured in this run."""
+    return "cached" if finding.cached else f"{finding.duration:.2f} s"
 
 
 def _extra_details(finding: Finding) -> list[str]:
@@ -133,7 +141,7 @@ def table(report: Report) -> Table:
             Text(SYMBOL[finding.status], style=STYLE[finding.status]),
             text,
             output.redact(_measure_cell(finding)),
-            f"{finding.duration:.2f} s",
+            _time_cell(finding),
         )
     return grid
 
@@ -168,7 +176,7 @@ def markdown(report: Report) -> str:
     for f in report.findings:
         lines.append(
             f"| `{f.id}` | {icon[f.status]} {f.status} | {_cell(f.message)} "
-            f"| {_cell(_measure_cell(f))} | {f.duration:.2f} s |"
+            f"| {_cell(_measure_cell(f))} | {_time_cell(f)} |"
         )
     problems = [f for f in report.findings if f.status in ("warn", "fail") and f.details]
     for f in problems:

@@ -10,6 +10,7 @@ from dataclasses import replace
 from cfops import output, procs
 from cfops.errors import CfopsError, UsageError
 from cfops.preflight import bundles, configs, contract, repo, workflows
+from cfops.preflight.cache import Cache
 from cfops.preflight.model import Cancelled, Context, Finding
 
 Check = Callable[[Context], Finding]
@@ -41,11 +42,26 @@ def select(only: Sequence[str], skip: Sequence[str]) -> list[str]:
     return chosen
 
 
-def run_one(check_id: str, check: Check, ctx: Context) -> Finding:
-    """Run one check; whatever it raises becomes its finding, so one broken check never hides the rest."""
+def run_one(check_id: str, check: Check, ctx: Context, cache: Cache | None = None) -> Finding:
+    """Run one check; whatever it raises becomes its finding, so one broken check never hides the rest.
+
+    With a cache, a finding stored under the same inputs is returned instead of measuring again, and a
+    new measurement is kept for the next run.
+    """
     started = time.perf_counter()
+    key = None
+    if cache is not None:
+        try:
+            hit, key = cache.lookup(check_id, ctx)
+        except Exception as exc:  # the cache only ever saves time: never let it cost a result
+            output.warn(f"preflight cache lookup for {check_id} failed ({type(exc).__name__}: {exc})")
+            hit, key = None, None
+        if hit is not None:
+            return replace(hit, id=check_id, duration=time.perf_counter() - started)
     try:
         finding = check(ctx)
+        if cache is not None:
+            cache.store(check_id, key, replace(finding, duration=time.perf_counter() - started))
     except UsageError as exc:  # a missing tool or unusable input: reported, and the run exits 2
         finding = Finding(id=check_id, status="fail", message=str(exc), usage_error=True)
     except Cancelled:
@@ -58,7 +74,10 @@ def run_one(check_id: str, check: Check, ctx: Context) -> Finding:
 
 
 def run_checks(
-    ctx: Context, ids: Sequence[str], on_done: Callable[[Finding, list[str]], None] | None = None
+    ctx: Context,
+    ids: Sequence[str],
+    on_done: Callable[[Finding, list[str]], None] | None = None,
+    cache: Cache | None = None,
 ) -> list[Finding]:
     """Run ``ids`` concurrently; return their findings in report order.
 
@@ -67,7 +86,7 @@ def run_checks(
     """
     order = sorted(ids, key=lambda c: (c not in _SLOW_FIRST, _SLOW_FIRST.index(c) if c in _SLOW_FIRST else 0))
     pool = ThreadPoolExecutor(max_workers=len(ids), thread_name_prefix="preflight")
-    futures: dict[Future[Finding], str] = {pool.submit(run_one, c, CHECKS[c], ctx): c for c in order}
+    futures: dict[Future[Finding], str] = {pool.submit(run_one, c, CHECKS[c], ctx, cache): c for c in order}
     pending = set(futures)
     try:
         while pending:
