@@ -147,7 +147,7 @@ def recover(settings: Settings, *, resume_release: bool = False) -> int:
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = cli.parser("cfops recover", __doc__)
+    parser = cli.parser("recover", __doc__)
     parser.add_argument(
         "--resume",
         action="store_true",

@@ -194,7 +194,10 @@ def build_stats(config: RunConfig, result: RunResult) -> dict[str, Any]:
         "throughput_rps": round(count / wall, 2) if wall > 0 else 0.0,
         "latency_ms": _summary_ms(summarize(responded)),
         "status_codes": {str(k): v for k, v in sorted(Counter(x for x in s.status if x).items())},
-        "answers_by_version": answers_by_version(s.status, s.version),
+        # Samples built without versions (older callers) count as answers of an unknown version.
+        "answers_by_version": answers_by_version(
+            s.status, [*s.version, *[None] * (len(s.status) - len(s.version))]
+        ),
         "errors": dict(sorted(failures.items())),
         "error_examples": dict(sorted(result.examples.items())),
         "per_probe": per_probe,
