@@ -10,22 +10,6 @@ from collections.abc import Iterable, MutableMapping
 
 from immcad_api.settings import ENV_NAMES
 
-# wrangler.toml: [version_metadata] binding = "CF_VERSION_METADATA" ({id, tag, timestamp} per version).
-VERSION_METADATA_BINDING = "CF_VERSION_METADATA"
-VERSION_ID_NAME = "IMMCAD_VERSION_ID"
-
-
-def version_metadata_id(env: object) -> str | None:
-    """The id of the Worker version this isolate runs, from the version-metadata binding."""
-    if isinstance(env, dict):
-        binding = env.get(VERSION_METADATA_BINDING)
-    else:
-        binding = getattr(env, VERSION_METADATA_BINDING, None)
-    if binding is None:
-        return None
-    value = binding.get("id") if isinstance(binding, dict) else getattr(binding, "id", None)
-    return value if isinstance(value, str) and value else None
-
 
 def apply_env_bindings(
     env: object, target: MutableMapping[str, str], names: Iterable[str] = ENV_NAMES
@@ -37,16 +21,23 @@ def apply_env_bindings(
     never their values.
     """
     copied: list[str] = []
-    version_id = version_metadata_id(env)
-    if version_id:
-        # The app names the version that answered (x-immcad-version) from this variable.
-        target[VERSION_ID_NAME] = version_id
-        copied.append(VERSION_ID_NAME)
     for name in names:
-        if name == VERSION_ID_NAME and version_id:
-            continue
         value = env.get(name) if isinstance(env, dict) else getattr(env, name, None)
         if isinstance(value, str):
             target[name] = value
             copied.append(name)
     return copied
+
+
+# The version-metadata binding ([version_metadata] in wrangler.toml): its ``id`` is the Worker version
+# serving this request, which every analytics data point carries.
+VERSION_METADATA_BINDING = "CF_VERSION_METADATA"
+
+
+def version_id(env: object, binding: str = VERSION_METADATA_BINDING) -> str | None:
+    """The serving version's id from the version-metadata binding, or None (local dev: no binding)."""
+    metadata = env.get(binding) if isinstance(env, dict) else getattr(env, binding, None)
+    if metadata is None:
+        return None
+    value = metadata.get("id") if isinstance(metadata, dict) else getattr(metadata, "id", None)
+    return value if isinstance(value, str) and value else None

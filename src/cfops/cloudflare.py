@@ -52,6 +52,11 @@ def bearer_conflict(values: Mapping[str, str | None]) -> bool:
     return bool(first and second and first != second)
 
 
+# Workers Analytics Engine: the token permission the SQL API needs (the dashboard's Account | Account
+# Analytics | Read), and the API's default base URL (CLOUDFLARE_API_BASE_URL overrides it).
+ANALYTICS_PERMISSION = "Account Analytics Read"
+DEFAULT_API_BASE_URL = "https://api.cloudflare.com/client/v4"
+
 # ------------------------------------------------------------------------------------ API error codes
 
 NOT_FOUND_CODE = 10007  # the Worker does not exist on this account

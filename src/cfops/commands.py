@@ -35,6 +35,11 @@ COMMANDS: tuple[Command, ...] = (
     Command("rollback", "cfops.rollback", "put a Worker back on an earlier version"),
     Command("release", "cfops.release", "release pipelines: local rehearsal, production, proxy (--dry-run)"),
     Command(
+        "analytics",
+        "cfops.analytics.command",
+        "real traffic per version (Analytics Engine): check access, judge a stage, show a window",
+    ),
+    Command(
         "recover",
         "cfops.recover",
         "finish an interrupted release: roll back to its stable version, or --resume",
@@ -47,7 +52,7 @@ COMMANDS: tuple[Command, ...] = (
 BY_NAME = {command.name: command for command in COMMANDS}
 
 # Commands that nox and invoke do not expose under their own name (run as part of another one).
-CFOPS_ONLY = frozenset({"tscheck"})
+CFOPS_ONLY = frozenset({"tscheck", "analytics"})
 # Old names kept for the scripts, workflows and muscle memory that use them: old -> command (+ args).
 ALIASES: dict[str, tuple[str, ...]] = {
     "perf_smoke": ("perf",),

@@ -523,6 +523,62 @@ class DeploySettings:
     )
 
 
+InconclusivePolicy = Literal["fail", "pass"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnalyticsSettings:
+    """Workers Analytics Engine: where the native Worker records each request (docs/analytics.md).
+
+    The one place of truth for the names: wrangler.toml's [[analytics_engine_datasets]] and the Worker's
+    code (immcad_api.analytics.BINDING) must agree with these; preflight check "analytics" fails if not.
+    """
+
+    binding: str = field(default="IMMCAD_ANALYTICS", metadata=setting(help="the Worker's dataset binding"))
+    dataset: str = field(default="immcad_requests", metadata=setting(help="the dataset the release reads"))
+    # The SQL API (``POST {api}/accounts/<id>/analytics_engine/sql``): per attempt, and attempts in all
+    # (transient failures — 5xx, 429, network — are retried with backoff; then the stage is inconclusive).
+    timeout_seconds: float = field(default=30.0, metadata=setting(help="per SQL API call, s"))
+    attempts: int = field(
+        default=4, metadata=setting(help="SQL API attempts (5xx, 429, network are retried)")
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageGates:
+    """How each production stage is judged from real traffic per version (docs/analytics.md)."""
+
+    enabled: bool = field(
+        default=True,
+        metadata=setting("CFOPS_RELEASE_ANALYSIS", help="judge each stage by Analytics Engine at all"),
+    )
+    # Too little traffic on the new version: extend the soak up to this (0: never extend) …
+    max_soak_seconds: float = field(
+        default=900.0,
+        metadata=setting(
+            "CFOPS_RELEASE_MAX_SOAK", help="an inconclusive stage's soak is extended up to this, s"
+        ),
+    )
+    # … and then the policy decides: "fail" (roll back; the safe default) or "pass" (on the smoke alone).
+    inconclusive: InconclusivePolicy = field(
+        default="fail",
+        metadata=setting(
+            "CFOPS_RELEASE_INCONCLUSIVE",
+            help="then: fail (roll back, the safe default) or pass (on the smoke)",
+        ),
+    )
+    min_requests: int = field(
+        default=200, metadata=setting(help="requests (sample-weighted) on the new version for a verdict")
+    )
+    # A fraction: 0.01 = one percentage point.
+    error_rate_margin: float = field(default=0.01, metadata=setting(help="new 5xx rate <= old + this"))
+    # A broken route often answers 404/422, not 500.
+    client_error_rate_margin: float = field(default=0.05, metadata=setting(help="new 4xx rate <= old + this"))
+    # The slack keeps a 3 ms -> 5 ms change from counting as a regression.
+    p95_factor: float = field(default=1.5, metadata=setting(help="new p95 <= factor x old p95 + slack"))
+    p95_slack_ms: float = field(default=20.0, metadata=setting(help="the p95 gate's slack, ms"))
+
+
 @dataclass(frozen=True, kw_only=True)
 class ReleaseSettings:
     """`invoke release`: the pipelines' policy."""
@@ -548,6 +604,17 @@ class ReleaseSettings:
     )
     # Upper bound for one step (the test suite is the slowest).
     step_timeout: float = field(default=3600.0, metadata=setting(help="seconds for one pipeline step"))
+    # Each production stage soaks this long after its promote before its analysis reads the window.
+    soak_seconds: float = field(
+        default=300.0,
+        metadata=setting(
+            "CFOPS_RELEASE_SOAK",
+            flag="--soak",
+            help="production: seconds each stage soaks before its analysis",
+        ),
+    )
+    # Each stage judged by real traffic per version (Workers Analytics Engine) after its soak.
+    gates: StageGates = field(default_factory=StageGates)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -590,6 +657,7 @@ class Settings:
     preflight: PreflightSettings = field(default_factory=PreflightSettings)
     release: ReleaseSettings = field(default_factory=ReleaseSettings)
     deploy: DeploySettings = field(default_factory=DeploySettings)
+    analytics: AnalyticsSettings = field(default_factory=AnalyticsSettings)
     # The merged .env + process environment, for lookups of secrets and compatible env vars.
     # repr=False: the settings object may be printed while debugging; secret values must not be.
     env: Mapping[str, str] = field(default_factory=dict, repr=False)

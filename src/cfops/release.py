@@ -7,8 +7,9 @@ Three pipelines, each an ordered list of named steps (data, below):
   dry-runs of both Workers.
 - ``production``: sync (+ vendoring) → preflight --mode native --strict → tests → secrets → upload a new
   version → split new@0 old@100 → canary (perf smoke against the new version only) → promote through the
-  configured stages with a perf smoke at each. Any failure after the upload rolls back to the previous
-  version.
+  configured stages with a perf smoke at each, and each stage judged by its real traffic per version
+  (Workers Analytics Engine, after the stage's soak: docs/analytics.md). The token's analytics access
+  is checked before the upload. Any failure after the upload rolls back to the previous version.
 - ``proxy`` (the emergency path): sync → preflight --mode proxy → deploy the proxy with the origin →
   smoke through its URL → roll back on failure.
 
@@ -44,7 +45,7 @@ from cfops import report as artifacts
 from cfops.config import Settings, with_deferred_env
 from cfops.errors import CfopsError, UsageError
 from cfops.journal import Entry
-from cfops.records import DeployRecord, PerfRecord
+from cfops.records import DeployRecord, PerfRecord, read_object
 
 if TYPE_CHECKING:
     from cfops.cloudflare_api import Deployment
@@ -103,6 +104,8 @@ class ReleaseState:
     old_version: str | None = None
     rolled_back_to: str | None = None
     rollback_failed: bool = False
+    # When each stage's split was asked for (time.monotonic()): where its analysis window starts.
+    stage_started: dict[float, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -112,6 +115,8 @@ class Context:
     stack: ExitStack = field(default_factory=ExitStack)
     state: ReleaseState = field(default_factory=ReleaseState)
     perf: dict[str, PerfRecord] = field(default_factory=dict)
+    # Each stage's analysis record (cfops.analytics: old vs new, verdict, reason), by step name.
+    analysis: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Set once a new version exists remotely: from then on a failure rolls back.
     rollback_to: str | None = None
     rollback_worker: str = "native"
@@ -280,13 +285,88 @@ def local_steps(ctx: Context) -> list[Step]:
         ),
         Step(
             "local stack",
-            lambda ctx: cfops("proxy", "--port", str(port), "--backend-port", str(backend_port), "--no-sync"),
+            lambda ctx: (
+                _fresh_points(ctx)
+                + cfops("proxy", "--port", str(port), "--backend-port", str(backend_port), "--no-sync")
+            ),
             service_url=lambda ctx: proxy_url,
+            # The backend writes each request's analytics data point to a file instead of a binding.
+            env=lambda ctx: {
+                "IMMCAD_ANALYTICS_FILE": str(ctx.artifact(LOCAL_POINTS)),
+                "IMMCAD_VERSION_ID": "local-rehearsal",
+            },
         ),
         _perf_step("perf smoke through the proxy", lambda ctx: proxy_url, "perf-local.json", closes=True),
+        _rehearsal_analysis_step(),
         Step("deploy dry-run (native)", lambda ctx: cfops("deploy", "native", "--dry-run", "--no-sync")),
         Step("deploy dry-run (proxy)", lambda ctx: cfops("deploy", "proxy", "--dry-run", "--origin", origin)),
     ]
+
+
+LOCAL_POINTS = "analytics-local.jsonl"
+
+
+def _fresh_points(ctx: Context) -> list[str]:
+    """The rehearsal's data points start empty (a stale file would be judged as this run's traffic)."""
+    ctx.artifact(LOCAL_POINTS).unlink(missing_ok=True)
+    return []
+
+
+def _record_analysis(ctx: Context, name: str, artifact: str) -> str:
+    from cfops.analytics.command import summary_line
+
+    record = read_object(ctx.artifact(artifact))
+    ctx.analysis[name] = record
+    return summary_line(record)
+
+
+def _rehearsal_analysis_step() -> Step:
+    """The gates on the local stack's own data points against a seeded baseline (labelled so)."""
+    name, artifact = "analysis (seeded)", "analysis-local.json"
+    return Step(
+        name,
+        lambda ctx: cfops(
+            "analytics",
+            "rehearse",
+            "--points",
+            str(ctx.artifact(LOCAL_POINTS)),
+            "--json",
+            str(ctx.artifact(artifact)),
+        ),
+        skip=lambda ctx: (
+            None if ctx.settings.release.gates.enabled else Skip("analysis disabled (gates.enabled)")
+        ),
+        after=lambda ctx: _record_analysis(ctx, name, artifact),
+        artifact=artifact,
+    )
+
+
+def _analysis_step(percent: float, previous: float | None) -> Step:
+    """After the stage's smoke: soak, then judge the stage by each version's real traffic."""
+    name, artifact = f"analysis at {percent:g} %", f"analysis-{percent:g}.json"
+
+    def command(ctx: Context) -> list[str]:
+        started = ctx.state.stage_started.get(percent)
+        ago = max(time.monotonic() - started, 0.0) if started is not None else 0.0
+        args = ["--new", ctx.state.new_version or NEW, "--percent", f"{percent:g}"]
+        if ctx.state.old_version:
+            args += ["--old", ctx.state.old_version]
+        args += ["--started-ago", f"{ago:.3f}", "--json", str(ctx.artifact(artifact))]
+        args += ["--soak", f"{ctx.settings.release.soak_seconds:g}"]
+        if previous is not None:
+            # At 100 % the old version serves nothing: its numbers from the stage before are the baseline.
+            args += ["--baseline", str(ctx.artifact(f"analysis-{previous:g}.json"))]
+        return cfops("analytics", "stage", *args)
+
+    return Step(
+        name,
+        command,
+        skip=lambda ctx: (
+            None if ctx.settings.release.gates.enabled else Skip("analysis disabled (gates.enabled)")
+        ),
+        after=lambda ctx: _record_analysis(ctx, name, artifact),
+        artifact=artifact,
+    )
 
 
 def _upload_after(ctx: Context) -> str:
@@ -318,6 +398,8 @@ def split_step(percent: float) -> Step:
                     "against; deploy it once with `nox -s deploy_native`"
                 )
             args += ["--old", str(old)]
+        # The stage's analysis window starts here (a monotonic time: immune to the runner's clock).
+        ctx.state.stage_started[percent] = time.monotonic()
         return cfops("promote", *args)
 
     def before(ctx: Context) -> None:
@@ -358,9 +440,14 @@ def smoke_step(ctx: Context, percent: float) -> Step:
     )
 
 
-def stage_steps(ctx: Context, stages: Sequence[float]) -> list[Step]:
-    """A split and its smoke per stage."""
-    return [step for percent in stages for step in (split_step(percent), smoke_step(ctx, percent))]
+def stage_steps(ctx: Context, stages: Sequence[float], previous: float | None = None) -> list[Step]:
+    """Per stage: the split, its smoke, and its analysis (by each version's real traffic, against the
+    stage before as the baseline)."""
+    steps: list[Step] = []
+    for percent in stages:
+        steps += [split_step(percent), smoke_step(ctx, percent), _analysis_step(percent, previous)]
+        previous = percent
+    return steps
 
 
 def canary_step(ctx: Context) -> Step:
@@ -373,6 +460,15 @@ def production_steps(ctx: Context) -> list[Step]:
         # Local only (no remote state), so a dry run syncs too: the upload's dry run bundles the result.
         Step("sync", lambda ctx: cfops("sync", "--vendor"), dry_command=lambda ctx: cfops("sync")),
         _preflight_step("--target", "production", "--mode", "native", "--strict"),
+        # Before anything remote changes: the stages will be judged by Analytics Engine, so a token that
+        # cannot read it must fail here, not after the upload.
+        Step(
+            "analytics access",
+            lambda ctx: cfops("analytics", "check"),
+            skip=lambda ctx: (
+                None if ctx.settings.release.gates.enabled else Skip("analysis disabled (gates.enabled)")
+            ),
+        ),
         _tests_step(),
         Step("secrets", lambda ctx: cfops("secrets", "--worker", "native")),
         _upload_step(ctx),
@@ -451,6 +547,8 @@ def prepare(settings: Settings, options: Options) -> Context:
             or list(stages) != sorted(stages)
         ):
             raise UsageError(f"stages {list(stages)} must rise to 100 (e.g. 10,50,100)")
+        if settings.release.soak_seconds < 0:
+            raise UsageError(f"--soak {settings.release.soak_seconds:g}: expected seconds >= 0")
         ctx.options = dataclasses.replace(options, stages=tuple(stages))
         if not options.dry_run:
             require_credentials(settings, "a production release", dry_run_hint=True)
@@ -648,6 +746,7 @@ def summarize(ctx: Context, results: list[StepResult], started_at: str, duration
         },
         # Every perf step: latency, verdict and which version gave how many answers.
         "canary": {name: dataclasses.asdict(record) for name, record in ctx.perf.items()},
+        "analysis": ctx.analysis,
         "steps": [
             {
                 "name": r.name,
@@ -688,9 +787,45 @@ def markdown(report: dict[str, Any]) -> str:
             cells = [name, *(str(c[k]) for k in ("p50_ms", "p95_ms", "p99_ms", "error_rate", "passed"))]
             answers = ", ".join(f"`{v}` {n}" for v, n in (c.get("answers_by_version") or {}).items())
             lines.append("| " + " | ".join([*cells, answers or "none"]) + " |")
+    lines += analysis_table(report.get("analysis") or {})
     if report["stopped_at"]:
         lines += ["", f"Stopped at **{report['stopped_at']}**."]
     return "\n".join(lines) + "\n"
+
+
+def _side(data: dict[str, Any] | None) -> list[str]:
+    if not data:
+        return ["–", "–", "–", "–"]
+    p95 = data.get("p95_ms")
+    return [
+        f"{float(data.get('requests') or 0):g}",
+        f"{float(data.get('error_rate') or 0) * 100:.2f} %",
+        f"{float(data.get('client_error_rate') or 0) * 100:.2f} %",
+        "–" if p95 is None else f"{p95:g} ms",
+    ]
+
+
+def analysis_table(analysis: dict[str, dict[str, Any]]) -> list[str]:
+    """Each stage's old vs new side by side (requests, 5xx and 4xx rates, p95) with its verdict."""
+    if not analysis:
+        return []
+    lines = [
+        "",
+        "| analysis | requests new / old | 5xx new / old | 4xx new / old | p95 new / old "
+        "| verdict | reason |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, record in analysis.items():
+        versions = record.get("versions") or {}
+        new, old = _side(versions.get("new")), _side(versions.get("old"))
+        pairs = [f"{a} / {b}" for a, b in zip(new, old, strict=True)]
+        seeded = " (seeded)" if record.get("seeded") else ""
+        verdict = f"{record.get('outcome')}{seeded}" + (
+            f" ({record.get('verdict')})" if record.get("verdict") != record.get("outcome") else ""
+        )
+        reason = str(record.get("reason", "")).replace("|", "\\|")
+        lines.append(f"| {name} | " + " | ".join(pairs) + f" | {verdict} | {reason} |")
+    return lines
 
 
 def write_report(settings: Settings, report: dict[str, Any]) -> Path:
@@ -776,7 +911,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--allow-dirty", action="store_true", help="production: allow uncommitted changes")
     cli.settings_flags(parser, "perf", only=("base_url",))
     cli.settings_flags(parser, "deploy", only=("backend_origin",))
-    cli.settings_flags(parser, "release", only=("proxy_url", "stages"))
+    cli.settings_flags(parser, "release", only=("proxy_url", "stages", "soak_seconds"))
     parser.add_argument("--message", help="production: annotation of the new version")
     args = parser.parse_args(argv)
     # --base-url, --origin, --proxy-url and --stages land in the settings (perf.base_url,

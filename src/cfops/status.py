@@ -45,6 +45,10 @@ def _summary(name: str, path: Path) -> str:
         perf = PerfRecord.read(path)
         return f"{perf.verdict or perf.passed}; answers by version: {perf.answers()}"
     data = read_object(path)
+    if name.startswith("analysis-"):  # a release stage judged by its real traffic: old vs new
+        from cfops.analytics.command import summary_line
+
+        return summary_line(data)
     return str(data.get("summary") or data.get("result") or data.get("status") or "")
 
 
@@ -62,7 +66,8 @@ def artifacts_table(settings: Settings) -> Table:
     table = Table(title=f"last runs ({settings.artifacts_dir})", title_justify="left")
     for column in ("artifact", "written", "what"):
         table.add_column(column)
-    for name in _ARTIFACTS:
+    stages = sorted(p.name for p in settings.artifacts_dir.glob("analysis-*.json"))
+    for name in (*_ARTIFACTS, *stages):
         path: Path = settings.artifacts_dir / name
         if not path.is_file():
             continue

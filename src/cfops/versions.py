@@ -10,6 +10,7 @@ from rich.table import Table
 from cfops import cli, output
 from cfops.cloudflare_api import Deployment, VersionInfo
 from cfops.deploy import WORKERS, Worker, list_deployments, list_versions, target
+from cfops.errors import UsageError
 
 
 def _when(timestamp: str) -> str:
@@ -52,7 +53,14 @@ def _versions_table(name: str, versions: Sequence[VersionInfo], live: dict[str, 
 def main(argv: Sequence[str]) -> int:
     parser = cli.parser("versions", __doc__)
     parser.add_argument("--worker", choices=WORKERS, default="native", help="default: native")
+    parser.add_argument(
+        "--window",
+        type=float,
+        help="native: also each live version's real traffic over the last SECONDS (Analytics Engine)",
+    )
     args = parser.parse_args(argv)
+    if args.window is not None and (args.window <= 0 or args.worker != "native"):
+        raise UsageError("--window takes seconds > 0, for the native Worker (the one that records traffic)")
     settings = cli.settings_from_env()
     worker = cast(Worker, args.worker)
     name = target(settings, worker).name
@@ -65,6 +73,10 @@ def main(argv: Sequence[str]) -> int:
     else:
         console.print(deployment_table(name, current))
     console.print(_versions_table(name, versions, current.traffic if current else {}))
+    if args.window is not None and current is not None:
+        from cfops.analytics.command import live_table
+
+        console.print(live_table(settings, current.traffic, args.window))
     return 0
 
 

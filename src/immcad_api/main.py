@@ -15,8 +15,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from immcad_api import __version__
+from immcad_api.analytics import RequestAnalytics, Scope, Sink, jsonl_sink
 from immcad_api.resources import Resources, find_resource_root
 from immcad_api.settings import Settings
 
@@ -71,8 +73,34 @@ def _bearer_ok(request: Request, token: str) -> bool:
     return hmac.compare_digest(presented.strip().encode(), token.encode())
 
 
-def create_app(settings: Settings | None = None, resources: Resources | None = None) -> FastAPI:
-    """Build the app. Raises SettingsError when the configuration must not be served."""
+def _route_template(app: FastAPI) -> Callable[[Scope], str | None]:
+    """The matched route's path template (``/api/chat``), never the raw path: analytics hold no user data.
+
+    Routing has not run when auth answered first (a 401), so the routes are matched here as well.
+    """
+
+    def route_of(scope: Scope) -> str | None:
+        path = getattr(scope.get("route"), "path", None)
+        if isinstance(path, str):
+            return path
+        for route in app.router.routes:
+            match, _ = route.matches(scope)
+            if match is not Match.NONE:
+                found = getattr(route, "path", None)
+                return found if isinstance(found, str) else None
+        return None
+
+    return route_of
+
+
+def create_app(
+    settings: Settings | None = None, resources: Resources | None = None, analytics_sink: Sink | None = None
+) -> FastAPI:
+    """Build the app. Raises SettingsError when the configuration must not be served.
+
+    ``analytics_sink`` receives one data point per request (the Worker passes its Analytics Engine
+    binding's writer); without one, ``IMMCAD_ANALYTICS_FILE`` (local runs) or nothing.
+    """
     settings = settings or Settings.from_env()
     resources = resources or Resources.load(find_resource_root(settings.resource_root))
     app = FastAPI(title="IMMCAD API", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
@@ -183,9 +211,26 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
             "trace_id": request.state.trace_id,
         }
 
+    if analytics_sink is None and settings.analytics_file:
+        analytics_sink = jsonl_sink(settings.analytics_file)
+    # Outermost of the app's own middleware, so that its latency covers auth and routing as well.
+    app.add_middleware(
+        RequestAnalytics, sink=analytics_sink, version=settings.version_id, route_of=_route_template(app)
+    )
+
+    def analytics_counts() -> dict[str, int]:
+        layer = app.middleware_stack
+        while layer is not None and not isinstance(layer, RequestAnalytics):
+            layer = getattr(layer, "app", None)
+        if layer is None:
+            return {"written": 0, "write_failures": 0}
+        return {"written": layer.written, "write_failures": layer.write_failures}
+
     @app.get("/ops/metrics")
     async def metrics() -> dict[str, Any]:
         return {
+            "version_id": settings.version_id,
+            "analytics": analytics_counts(),
             "service": settings.service_name,
             "environment": settings.environment,
             "uptime_seconds": round(time.monotonic() - started, 3),

@@ -51,9 +51,12 @@ class Settings:
     model_api_key: str | None = field(default=None, repr=False)
     resource_root: Path | None = None
     allow_synthetic_citations: bool = False
-    # The Worker version serving (from the version-metadata binding; a dev var locally), sent on every
-    # answer as x-immcad-version so a canary can prove which version answered.
+    # The Worker version this process serves (the entry copies it from the version-metadata binding;
+    # locally a dev var). Each analytics data point carries it, and every
+    # answer names it in x-immcad-version (the canary's proof of which version answered).
     version_id: str = "local"
+    # Local only: append each request's analytics data point to this JSONL file (the rehearsal reads it).
+    analytics_file: str | None = None
 
     @property
     def hardened(self) -> bool:
@@ -85,6 +88,7 @@ class Settings:
             resource_root=Path(root) if root else None,
             allow_synthetic_citations=_flag(env.get("ALLOW_SCAFFOLD_SYNTHETIC_CITATIONS"), False),
             version_id=(env.get("IMMCAD_VERSION_ID") or "").strip() or "local",
+            analytics_file=(env.get("IMMCAD_ANALYTICS_FILE") or "").strip() or None,
         )
         if settings.hardened and not settings.bearer_token:
             raise SettingsError(

@@ -32,6 +32,8 @@ Endpoints (all under ``/client/v4``; ``{s}`` = ``/accounts/{account}/workers/scr
                                                             new version from the latest, deployed at 100%,
                                                             or 10214 when the latest is not fully deployed
     GET    /user, /memberships, /accounts, /user/tokens/verify   what ``wrangler whoami`` reads after 10000
+    POST   /accounts/{account}/analytics_engine/sql         Workers Analytics Engine SQL (tests/fakes/
+                                                            analytics_engine.py: data points, evaluator)
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
+from tests.fakes.analytics_engine import SQL_ERROR_STATUS, FakeAnalyticsEngine, SqlError
 
 PREFIX = "/client/v4"
 WORKER_NOT_FOUND = 10007
@@ -261,6 +265,8 @@ class FakeCloudflare:
         self.holds: list[tuple[str, re.Pattern[str]]] = []
         self.released = threading.Event()
         self.frozen: dict[str, list[Deployment]] | None = None
+        # The account's Analytics Engine (the SQL endpoint); deployments feed it its traffic model.
+        self.analytics = FakeAnalyticsEngine()
         self._lock = threading.RLock()
         self._clock = itertools.count()
         self._epoch = datetime.now(UTC)
@@ -507,9 +513,10 @@ class FakeCloudflare:
         resolved: dict[str, dict[str, Any]] = {}
         for binding in requested:
             name = binding["name"]
-            # A binding without a value inherits one, except those that carry none (version metadata).
+            # A text binding without its text inherits it; a binding that is only a name and a type by
+            # nature (version_metadata) does not.
             inherits = binding.get("type") == "inherit" or (
-                set(binding) <= {"name", "type"} and binding.get("type") != "version_metadata"
+                binding.get("type") in {"secret_text", "plain_text"} and "text" not in binding
             )
             if inherits:
                 if name not in previous:
@@ -606,9 +613,9 @@ class FakeCloudflare:
                     if account is not None and account != self.account_id:
                         raise ApiError(AUTH_ERROR, "Authentication error", 403)
                     result = handler(self, request, match)
-                    if isinstance(result, tuple):  # a raw (content type, body) answer
-                        content_type, body, extra = result
-                        return 200, {"content-type": content_type, **extra}, body
+                    if isinstance(result, tuple):  # a raw (content type, body, headers[, status]) answer
+                        content_type, body, extra, *status = result
+                        return (status or [200])[0], {"content-type": content_type, **extra}, body
                     return 200, {"content-type": "application/json"}, _envelope(result)
                 raise ApiError(7000, f"No route for {request.method} {request.path} in the fake API", 404)
             except ApiError as exc:
@@ -683,7 +690,18 @@ class FakeCloudflare:
         traffic = [(v["version_id"], float(v["percentage"])) for v in body.get("versions", [])]
         annotations = {"workers/triggered_by": "deployment", **(body.get("annotations") or {})}
         deployment = self._deploy(match["name"], traffic, annotations)
+        # The split's real traffic reaches Analytics Engine (when a test set a traffic model).
+        self.analytics.on_deployment(self.scripts[match["name"]].latest.id, deployment.traffic())
         return self._deployment_json(deployment)
+
+    def _analytics_sql(self, request: Recorded, match: re.Match[str]) -> Any:
+        if not self.analytics.readable:
+            raise ApiError(AUTH_ERROR, "Authentication error", 403)
+        try:
+            answer = self.analytics.answer(request.body.decode("utf-8", errors="replace"))
+        except SqlError as exc:
+            return "text/plain; charset=utf-8", str(exc).encode(), {}, SQL_ERROR_STATUS
+        return "application/json", json.dumps(answer).encode(), {}
 
     def _get_settings(self, request: Recorded, match: re.Match[str]) -> Any:
         script = self._script(match["name"])
@@ -838,6 +856,7 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     ("GET", re.compile(_S + r"/secrets"), FakeCloudflare._list_secrets),
     ("PUT", re.compile(_S + r"/secrets"), FakeCloudflare._put_secret),
     ("DELETE", re.compile(_S + r"/secrets/(?P<secret>[^/]+)"), FakeCloudflare._delete_secret),
+    ("POST", re.compile(r"/accounts/(?P<account>[^/]+)/analytics_engine/sql"), FakeCloudflare._analytics_sql),
     ("GET", re.compile(r"/user"), FakeCloudflare._user),
     ("GET", re.compile(r"/user/tokens/verify"), FakeCloudflare._verify),
     ("GET", re.compile(r"/memberships"), FakeCloudflare._memberships),
@@ -851,6 +870,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: requests are recorded instead
         pass
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # The Date header follows the fake API's own clock (a test can skew it against the runner's).
+        when = (
+            (datetime.now(UTC) + self.api.analytics.clock_skew).timestamp()
+            if timestamp is None
+            else timestamp
+        )
+        return super().date_time_string(when)
 
     def _body(self) -> bytes:
         if self.headers.get("transfer-encoding", "").lower() == "chunked":

@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 from tests.conftest import REPO, clean_env
+from tests.fakes.analytics_engine import Profile
 from tests.fakes.cloudflare_api import FakeCloudflare
 from tests.fakes.worker_front import WorkerFront, worker_front
 from tests.integration.edge import RecordingBackend, recording_backend
@@ -67,12 +68,19 @@ def release_project(worker_project: Path) -> Path:
     return root
 
 
+# Each stage is judged right after its smoke (no soak), and an inconclusive one is not extended.
+NO_SOAK = {"CFOPS_RELEASE_SOAK": "0", "CFOPS_RELEASE_MAX_SOAK": "0"}
+DATASET = "immcad_requests"
+
+
 def invoke(root: Path, api: FakeCloudflare, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """`python -m invoke …` in this repository (tasks.py → nox → cfops) against the fixture project."""
     return subprocess.run(
         [sys.executable, "-m", "invoke", *args],
         cwd=REPO,
-        env=clean_env(**api.wrangler_env(), CFOPS_ROOT=str(root), CFOPS_NATIVE_RUNNER="wrangler", **env),
+        env=clean_env(
+            **api.wrangler_env(), CFOPS_ROOT=str(root), CFOPS_NATIVE_RUNNER="wrangler", **(NO_SOAK | env)
+        ),
         capture_output=True,
         text=True,
         timeout=900,
@@ -125,6 +133,8 @@ def test_production_release_canaries_promotes_through_the_stages_to_100(
     front: WorkerFront,
 ) -> None:
     (seeded,) = cloudflare_api.seed(NATIVE)
+    # Real traffic per split: both versions alike (5000 requests per deployment: 500 at 10 %).
+    cloudflare_api.analytics.traffic(DATASET, 5000, new=Profile(error_rate=0.01, latency_ms=80))
     proc = invoke(
         release_project,
         cloudflare_api,
@@ -153,12 +163,16 @@ def test_production_release_canaries_promotes_through_the_stages_to_100(
         "upload version": "ok",
         "split new@0 old@100": "ok",
         "canary (new version only)": "ok",
+        "analytics access": "ok",
         "promote to 10 %": "ok",
         "perf smoke at 10 %": "ok",
+        "analysis at 10 %": "ok",
         "promote to 50 %": "ok",
         "perf smoke at 50 %": "ok",
+        "analysis at 50 %": "ok",
         "promote to 100 %": "ok",
         "perf smoke at 100 %": "ok",
+        "analysis at 100 %": "ok",
     }
     # The fake API went through the stages and ends with the new version alone.
     assert deployments(cloudflare_api)[-4:] == [
@@ -193,8 +207,110 @@ def test_production_release_canaries_promotes_through_the_stages_to_100(
     markdown = (release_project / "artifacts" / "release.md").read_text()
     assert f"`{old}` 18, `{new}` 2" in markdown
     assert "| ✓ | promote to 100 % |" in markdown
+    # Each stage judged by its real traffic, old vs new side by side.
+    analysis = data["analysis"]
+    assert [analysis[f"analysis at {p} %"]["versions"]["new"]["requests"] for p in (10, 50, 100)] == [
+        500,
+        2500,
+        5000,
+    ]
+    assert analysis["analysis at 10 %"]["versions"]["old"]["requests"] == 4500
+    assert analysis["analysis at 100 %"]["baseline_from_earlier_stage"] is True
+    assert all(a["verdict"] == "pass" for a in analysis.values())
+    assert "| analysis at 10 % | 500 / 4500 | 1.00 % / 1.00 % |" in markdown
     assert "✓ canary (new version only)" in proc.stdout
     assert cloudflare_api.stray == []
+    assert_no_token(proc, release_project)
+
+
+def _production(root: Path, api: FakeCloudflare, backend: RecordingBackend, **env: str) -> Any:
+    return invoke(
+        root,
+        api,
+        "release",
+        "--target",
+        "production",
+        "--skip-tests",
+        "--base-url",
+        backend.url,
+        IMMCAD_API_BEARER_TOKEN=TOKEN,
+        **env,
+    )
+
+
+def test_a_new_version_failing_more_at_10_percent_rolls_back(
+    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, backend: RecordingBackend
+) -> None:
+    cloudflare_api.seed(NATIVE)
+    cloudflare_api.analytics.traffic(
+        DATASET,
+        5000,
+        new=Profile(error_rate=0.06, latency_ms=80),
+        old=Profile(error_rate=0.01, latency_ms=80),
+    )
+    proc = _production(release_project, cloudflare_api, backend)
+    assert proc.returncode == 1, proc.stdout[-4000:]
+    data = report(release_project)
+    new, old = data["versions"]["new"], data["versions"]["previous"]
+    assert data["stopped_at"] == "analysis at 10 %"
+    assert data["versions"]["rolled_back_to"] == old
+    steps = statuses(data)
+    assert steps["perf smoke at 10 %"] == "ok"  # the synthetic smoke passed; real traffic did not
+    assert steps["analysis at 10 %"] == "failed" and steps["rollback"] == "ok"
+    assert steps["promote to 50 %"] == "not run"
+    assert deployments(cloudflare_api)[-2:] == [{new: 10.0, old: 90.0}, {old: 100.0}]
+    stage = data["analysis"]["analysis at 10 %"]
+    assert stage["versions"]["new"]["error_rate"] == 0.06 and stage["versions"]["old"]["error_rate"] == 0.01
+    assert "5xx rate 6.00 % vs allowed 2.00 %" in stage["reason"]
+    markdown = (release_project / "artifacts" / "release.md").read_text()
+    assert "| analysis at 10 % | 500 / 4500 | 6.00 % / 1.00 % |" in markdown
+    assert "5xx rate 6.00 %" in proc.stdout + proc.stderr
+    assert_no_token(proc, release_project)
+
+
+def test_too_little_traffic_is_inconclusive_and_fails_safe_by_default(
+    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, backend: RecordingBackend
+) -> None:
+    cloudflare_api.seed(NATIVE)
+    cloudflare_api.analytics.traffic(DATASET, 1000, new=Profile())  # 100 requests at 10 %: < 200
+    proc = _production(release_project, cloudflare_api, backend)
+    assert proc.returncode == 1, proc.stdout[-4000:]
+    data = report(release_project)
+    assert data["stopped_at"] == "analysis at 10 %" and data["versions"]["rolled_back_to"]
+    stage = data["analysis"]["analysis at 10 %"]
+    assert stage["verdict"] == "inconclusive" and stage["outcome"] == "fail"
+    assert "too little traffic: 100 requests" in stage["reason"] and "fail safe" in stage["reason"]
+    old = data["versions"]["previous"]
+    assert cloudflare_api.script(NATIVE).current().traffic() == {old: 100.0}
+
+
+def test_under_the_pass_policy_an_inconclusive_stage_passes_on_its_smoke(
+    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, backend: RecordingBackend
+) -> None:
+    cloudflare_api.seed(NATIVE)
+    cloudflare_api.analytics.traffic(DATASET, 1000, new=Profile())
+    proc = _production(release_project, cloudflare_api, backend, CFOPS_RELEASE_INCONCLUSIVE="pass")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    data = report(release_project)
+    assert data["analysis"]["analysis at 10 %"]["outcome"] == "pass"
+    assert "passed on the smoke alone" in data["analysis"]["analysis at 10 %"]["reason"]
+    assert cloudflare_api.script(NATIVE).current().traffic() == {data["versions"]["new"]: 100.0}
+
+
+def test_a_token_without_analytics_read_fails_before_the_upload(
+    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, backend: RecordingBackend
+) -> None:
+    cloudflare_api.seed(NATIVE)
+    cloudflare_api.analytics.readable = False
+    proc = _production(release_project, cloudflare_api, backend)
+    assert proc.returncode == 1
+    data = report(release_project)
+    assert data["stopped_at"] == "analytics access"
+    assert statuses(data)["secrets"] == "not run" and "rollback" not in statuses(data)
+    assert cloudflare_api.calls("POST", r"/versions$") == []
+    detail = next(s["detail"] for s in data["steps"] if s["name"] == "analytics access")
+    assert "needs the permission Account Analytics Read" in detail
+    assert "Traceback" not in proc.stdout + proc.stderr
     assert_no_token(proc, release_project)
 
 
@@ -231,7 +347,8 @@ def test_a_canary_that_breaches_p95_rolls_back(
     # the failed canary's numbers are in the report: that is why it failed
     assert data["canary"]["canary (new version only)"]["passed"] is False
     assert data["canary"]["canary (new version only)"]["p95_ms"] >= 300
-    assert f"rolled back to {old}" in proc.stderr
+    # Since the nox layer runs cfops through session.run, the command's stderr reaches nox's stdout.
+    assert f"rolled back to {old}" in proc.stdout + proc.stderr
     assert_no_token(proc, release_project)
 
 
@@ -277,8 +394,8 @@ def test_production_without_credentials_is_exit_2_before_anything(
         timeout=300,
     )
     assert proc.returncode == 2
-    assert "CLOUDFLARE_API_TOKEN and CLOUDFLARE_ACCOUNT_ID not set" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert "CLOUDFLARE_API_TOKEN and CLOUDFLARE_ACCOUNT_ID not set" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
     assert not (release_project / "artifacts" / "release.json").exists()
     assert not (release_project / "backend-cloudflare" / "sync-manifest.json").exists()
 
@@ -376,6 +493,7 @@ def test_local_rehearsal_from_invoke_lists_every_step(worker_project: Path) -> N
         "spike image",
         "local stack",
         "perf smoke through the proxy",
+        "analysis (seeded)",
         "deploy dry-run (native)",
         "deploy dry-run (proxy)",
     ]
@@ -385,13 +503,18 @@ def test_local_rehearsal_from_invoke_lists_every_step(worker_project: Path) -> N
     else:
         assert steps["spike image"] in {"ok", "skipped"}
     if steps["spike image"] == "skipped":  # no engine, or no base image to build on: said, not hidden
-        assert "spike image skipped: " in proc.stderr
+        assert "spike image skipped: " in proc.stdout + proc.stderr
     assert (worker_project / "backend-cloudflare" / "sync-manifest.json").is_file()  # synced the copy
     assert (manifest.stat().st_mtime_ns if manifest.exists() else None) == before  # not this checkout
     assert all(steps[n] == "ok" for n in names if n not in {"tests", "spike image"})
     assert steps["tests"] == "skipped"
     assert data["canary"]["perf smoke through the proxy"]["passed"] is True
     assert "| ✓ | deploy dry-run (proxy) |" in (artifacts / "release.md").read_text()
+    # The rehearsal judged the local stack's own data points (the perf smoke's 20), labelled seeded.
+    rehearsal = data["analysis"]["analysis (seeded)"]
+    assert rehearsal["seeded"] is True and rehearsal["versions"]["new"]["version"] == "local-rehearsal"
+    assert rehearsal["versions"]["new"]["requests"] >= 20
+    assert "(seeded)" in (artifacts / "release.md").read_text()
 
 
 def _descendants(pid: int) -> list[psutil.Process]:

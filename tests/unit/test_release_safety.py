@@ -195,11 +195,9 @@ def test_the_worker_names_its_version_from_the_version_metadata_binding() -> Non
     from tests.unit.bundle import load_bindings_module
 
     bindings = load_bindings_module()
-    target: dict[str, str] = {}
     env = types.SimpleNamespace(CF_VERSION_METADATA=types.SimpleNamespace(id="v-123", tag="", timestamp=""))
-    assert "IMMCAD_VERSION_ID" in bindings.apply_env_bindings(env, target)
-    assert target["IMMCAD_VERSION_ID"] == "v-123"
-    assert bindings.version_metadata_id({}) is None
+    assert bindings.version_id(env) == "v-123"  # entry.py hands it to the app as IMMCAD_VERSION_ID
+    assert bindings.version_id({}) is None
 
 
 def test_the_fake_refuses_secret_edits_while_the_latest_version_is_not_deployed(

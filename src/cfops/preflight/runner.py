@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from cfops import output, procs
 from cfops.errors import CfopsError, UsageError
-from cfops.preflight import bundles, configs, contract, repo, workflows
+from cfops.preflight import analytics, bundles, configs, contract, repo, workflows
 from cfops.preflight.cache import Cache
 from cfops.preflight.model import Cancelled, Context, Finding
 
@@ -18,6 +18,7 @@ Check = Callable[[Context], Finding]
 # Stable ids, in report order (--only/--skip take these).
 CHECKS: dict[str, Check] = {
     "configs": configs.check,
+    "analytics": analytics.check,
     "proxy-bundle": bundles.proxy_bundle,
     "native-bundle": bundles.native_bundle,
     "startup": bundles.startup,

@@ -1,0 +1,383 @@
+"""`cfops analytics`: real traffic per version from Workers Analytics Engine (check, stage, rehearse, show).
+
+The analysis commands the release runs (and people, to look):
+
+    check                      the token can query Analytics Engine (and whether the dataset exists yet)
+    stage --new V --old V …    soak, then judge one release stage by real traffic per version
+    rehearse --points FILE     the rehearsal's analysis: the local stack's data points (seeded baseline)
+    show --new V [--old V]     the last window's per-version numbers (what `nox -s versions --window` shows)
+
+``stage`` exits 0 on pass (or inconclusive under the "pass" policy), 1 on fail (or inconclusive under
+"fail"), 2 on bad input; its record goes to ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from cfops import cli, output
+from cfops import report as artifacts
+from cfops.analytics import query
+from cfops.analytics.client import (
+    PERMISSION,
+    AnalyticsAccessError,
+    AnalyticsQueryError,
+    AnalyticsUnavailable,
+    SqlClient,
+)
+from cfops.analytics.gates import Judgement, judge
+from cfops.analytics.query import VersionStats
+from cfops.config import Settings, StageGates
+from cfops.errors import CheckFailed, UsageError
+
+# A runner clock this far from the API's is worth a note (the windows never depend on it).
+SKEW_NOTE_SECONDS = 5.0
+
+
+def check_access(settings: Settings, client: SqlClient | None = None) -> str:
+    """One line: the token can query Analytics Engine, and whether the dataset has data yet.
+
+    Raises AnalyticsAccessError (exit 1) when the token lacks the permission.
+    """
+    dataset = query.dataset_name(settings.analytics.dataset)
+    with client or SqlClient(settings) as sql:
+        tables = query.read_tables(sql.query(query.show_tables()).data)
+    if dataset in tables:
+        return f"the API token can read Analytics Engine ({PERMISSION}); dataset {dataset} has data"
+    return (
+        f"the API token can read Analytics Engine ({PERMISSION}); dataset {dataset} has no data yet "
+        "(it appears with the first data point a deployed version writes)"
+    )
+
+
+def fetch(
+    settings: Settings, client: SqlClient, versions: Sequence[str], window_seconds: float
+) -> tuple[dict[str, VersionStats], float | None]:
+    """Per-version numbers for the window; a dataset that does not exist yet reads as no traffic."""
+    dataset = query.dataset_name(settings.analytics.dataset)
+    text = query.per_version(dataset, versions, int(window_seconds + 0.999))
+    try:
+        answer = client.query(text)
+    except AnalyticsQueryError:
+        if dataset not in query.read_tables(client.query(query.show_tables()).data):
+            raise DatasetMissing(
+                f"dataset {dataset} not found: no data point was written yet (is the binding "
+                f"{settings.analytics.binding} in the deployed versions?)"
+            ) from None
+        raise
+    skew = None if answer.server_time is None else time.time() - answer.server_time
+    return query.read_per_version(answer.data, versions), skew
+
+
+class DatasetMissing(CheckFailed):
+    """The dataset has never been written: to a stage, that is no traffic at all."""
+
+
+def _line(name: str, stats: VersionStats | None) -> str:
+    if stats is None:
+        return f"{name} —"
+    p95 = "?" if stats.p95_ms is None else f"{stats.p95_ms:g} ms"
+    return (
+        f"{name} {stats.requests:g} req, 5xx {stats.error_rate * 100:.2f} %, "
+        f"4xx {stats.client_error_rate * 100:.2f} %, p95 {p95}"
+    )
+
+
+def summary_line(record: dict[str, Any]) -> str:
+    """The one line a stage's verdict prints (and the release report shows as the step's detail)."""
+    versions = record.get("versions")
+    versions = versions if isinstance(versions, dict) else {}
+    new, old = (v if isinstance(v, dict) else None for v in (versions.get("new"), versions.get("old")))
+    sides = " | ".join(
+        _line(name, VersionStats.from_dict(data) if data else None)
+        for name, data in (("new", new), ("old", old))
+    )
+    label = " [seeded]" if record.get("seeded") else ""
+    return f"{record.get('outcome')}{label} ({record.get('verdict')}: {record.get('reason')}) — {sides}"
+
+
+def run_stage(
+    settings: Settings,
+    *,
+    new: str,
+    old: str | None,
+    percent: float,
+    started_ago: float,
+    soak: float,
+    gates: StageGates,
+    baseline: VersionStats | None = None,
+    client: SqlClient | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """Soak, query, judge; extend an inconclusive stage up to ``max_soak_seconds``; apply the policy."""
+    began = clock() - started_ago
+    versions = [new, *([old] if old else [])]
+    soak = max(soak, 0.0)
+    limit = max(gates.max_soak_seconds, soak)
+    wait = soak - (clock() - began)
+    queries = 0
+    skew: float | None = None
+    stats: dict[str, VersionStats] = {}
+    judgement: Judgement
+    with client or SqlClient(settings, sleep=sleep) as sql:
+        while True:
+            if wait > 0:
+                output.info(f"soaking {wait:.0f} s before reading the {percent:g} % stage's traffic")
+                sleep(wait)
+            window = clock() - began
+            queries += 1
+            try:
+                stats, skew = fetch(settings, sql, versions, window)
+                old_stats = stats.get(old) if old else None
+                compare = old_stats if old_stats is not None and old_stats.requests > 0 else baseline
+                judgement = judge(stats[new], compare, gates)
+            except (AnalyticsUnavailable, DatasetMissing) as exc:
+                judgement = Judgement(verdict="inconclusive", reason=str(exc))
+            except AnalyticsAccessError as exc:
+                judgement = Judgement(verdict="fail", reason=str(exc))
+            if judgement.verdict != "inconclusive":
+                break
+            remaining = limit - (clock() - began)
+            if remaining <= 0:
+                break
+            wait = min(max(soak, 1.0), remaining)
+            output.warn(
+                f"{percent:g} % stage inconclusive ({judgement.reason}): soak extended by {wait:.0f} s"
+            )
+    if judgement.verdict == "inconclusive":
+        outcome = "pass" if gates.inconclusive == "pass" else "fail"
+        policy = f"inconclusive policy {gates.inconclusive!r}: " + (
+            "passed on the smoke alone" if outcome == "pass" else "fail safe"
+        )
+    else:
+        outcome, policy = judgement.verdict, ""
+    old_stats = stats.get(old) if old else None
+    used_baseline = baseline is not None and (old_stats is None or old_stats.requests == 0)
+    if skew is not None and abs(skew) > SKEW_NOTE_SECONDS:
+        output.warn(
+            f"the runner's clock differs from the API's by {skew:+.0f} s; the window uses the API's clock"
+        )
+    return {
+        "stage_percent": percent,
+        "seeded": False,
+        "window_seconds": round(clock() - began, 3),
+        "queries": queries,
+        "versions": {
+            "new": stats[new].as_dict() if new in stats else None,
+            "old": (baseline if used_baseline else old_stats).as_dict()  # type: ignore[union-attr]
+            if (used_baseline or old_stats is not None)
+            else None,
+        },
+        "baseline_from_earlier_stage": used_baseline,
+        "verdict": judgement.verdict,
+        "reason": judgement.reason + (f"; {policy}" if policy else ""),
+        "outcome": outcome,
+        "checks": judgement.as_dict()["checks"],
+        "clock_skew_seconds": None if skew is None else round(skew, 3),
+        "gates": {
+            "min_requests": gates.min_requests,
+            "error_rate_margin": gates.error_rate_margin,
+            "client_error_rate_margin": gates.client_error_rate_margin,
+            "p95_factor": gates.p95_factor,
+            "p95_slack_ms": gates.p95_slack_ms,
+            "inconclusive": gates.inconclusive,
+        },
+    }
+
+
+def live_table(settings: Settings, traffic: dict[str, float], window_seconds: float) -> Table:
+    """Each live version's numbers over the last ``window_seconds`` (for `nox -s versions --window`)."""
+    with SqlClient(settings) as sql:
+        stats, _ = fetch(settings, sql, list(traffic), window_seconds)
+    table = Table(title=f"real traffic, last {window_seconds:g} s (Analytics Engine)", title_justify="left")
+    table.add_column("version", no_wrap=True, min_width=36)
+    for column in ("traffic", "requests", "5xx", "4xx", "p50", "p95"):
+        table.add_column(column, justify="right")
+    for version, share in traffic.items():
+        v = stats[version]
+        table.add_row(
+            version,
+            f"{share:g}%",
+            f"{v.requests:g}",
+            f"{v.error_rate * 100:.2f} %",
+            f"{v.client_error_rate * 100:.2f} %",
+            "–" if v.p50_ms is None else f"{v.p50_ms:g} ms",
+            "–" if v.p95_ms is None else f"{v.p95_ms:g} ms",
+        )
+    return table
+
+
+# ------------------------------------------------------------------------------------------ rehearsal
+
+
+def _weighted_quantile(values: list[tuple[float, float]], q: float) -> float | None:
+    """The smallest value whose cumulative weight reaches q of the total (ClickHouse's exact rule)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    total = sum(w for _, w in ordered)
+    running = 0.0
+    for value, weight in ordered:
+        running += weight
+        if running >= q * total:
+            return round(value, 3)
+    return round(ordered[-1][0], 3)
+
+
+def aggregate(points: Sequence[dict[str, Any]], version: str) -> VersionStats:
+    """A version's numbers from raw data points (the layout's columns), weighted like the SQL."""
+    from immcad_api import analytics as layout
+
+    mine = [p for p in points if p.get(layout.BLOB_VERSION) == version]
+    weight = [float(p.get(layout.SAMPLE_INTERVAL, 1)) for p in mine]
+    latency = [(float(p[layout.DOUBLE_LATENCY_MS]), w) for p, w in zip(mine, weight, strict=True)]
+    return VersionStats(
+        version=version,
+        requests=sum(weight),
+        errors_5xx=sum(
+            w for p, w in zip(mine, weight, strict=True) if p.get(layout.BLOB_STATUS_CLASS) == "5xx"
+        ),
+        errors_4xx=sum(
+            w for p, w in zip(mine, weight, strict=True) if p.get(layout.BLOB_STATUS_CLASS) == "4xx"
+        ),
+        p50_ms=_weighted_quantile(latency, 0.5),
+        p95_ms=_weighted_quantile(latency, 0.95),
+    )
+
+
+def rehearse(points_file: Path, gates: StageGates) -> dict[str, Any]:
+    """Judge the local stack's own traffic against a seeded baseline (the same traffic, labelled so).
+
+    Exercises the layout, the aggregation and the configured gates before a production run; the SQL API
+    itself is exercised only against the fake API (tests) and in production.
+    """
+    try:
+        lines = points_file.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        lines = []
+    points = [json.loads(line) for line in lines if line.strip()]
+    from immcad_api import analytics as layout
+
+    versions = sorted({str(p.get(layout.BLOB_VERSION)) for p in points})
+    new_version = versions[-1] if versions else layout.LOCAL_VERSION
+    new = aggregate(points, new_version)
+    old = replace(new, version=f"{new_version} (seeded baseline)")
+    judgement = judge(new, old, gates)
+    # The rehearsal's traffic is a perf smoke, so too little traffic is expected: reported, not fatal.
+    outcome = "fail" if judgement.verdict == "fail" else "pass"
+    reason = judgement.reason
+    if judgement.verdict == "inconclusive":
+        reason += f"; production would apply the inconclusive policy {gates.inconclusive!r}"
+    return {
+        "stage_percent": None,
+        "seeded": True,
+        "source": str(points_file),
+        "points": len(points),
+        "versions": {"new": new.as_dict(), "old": old.as_dict()},
+        "baseline_from_earlier_stage": False,
+        "verdict": judgement.verdict,
+        "reason": reason,
+        "outcome": outcome,
+        "checks": judgement.as_dict()["checks"],
+    }
+
+
+# -------------------------------------------------------------------------------------------- command
+
+
+def _gates(settings: Settings, args: argparse.Namespace) -> StageGates:
+    gates = settings.release.gates
+    if args.max_soak is not None:
+        gates = replace(gates, max_soak_seconds=args.max_soak)
+    if gates.max_soak_seconds < 0:
+        raise UsageError("--max-soak must be >= 0 seconds")
+    return gates
+
+
+def _baseline(path: str | None) -> VersionStats | None:
+    if not path:
+        return None
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        old = data["versions"]["old"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # an earlier stage without numbers: no baseline
+    return VersionStats.from_dict(old) if isinstance(old, dict) else None
+
+
+def _write(path: str | None, record: dict[str, Any]) -> None:
+    if path:
+        artifacts.write_json(Path(path), record)
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = cli.parser("analytics", __doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("check", help="the token can query Analytics Engine")
+    stage = commands.add_parser("stage", help="soak, then judge one release stage")
+    stage.add_argument("--new", required=True, help="the new version id")
+    stage.add_argument("--old", help="the previous version id")
+    stage.add_argument("--percent", type=float, required=True, help="the stage's share of the new version")
+    stage.add_argument(
+        "--started-ago", type=float, default=0.0, help="seconds since the stage's promote began"
+    )
+    stage.add_argument(
+        "--soak",
+        type=float,
+        help="seconds to wait before reading (default: [tool.cfops.release] soak_seconds)",
+    )
+    stage.add_argument("--max-soak", type=float, help="extend an inconclusive stage up to this many seconds")
+    stage.add_argument(
+        "--baseline", help="an earlier stage's record: the old version's numbers when it has none"
+    )
+    stage.add_argument("--json", help="write the stage's record here")
+    rehearsal = commands.add_parser("rehearse", help="judge the local stack's data points (seeded baseline)")
+    rehearsal.add_argument("--points", required=True, help="the JSONL file the local backend wrote")
+    rehearsal.add_argument("--json", help="write the record here")
+    show = commands.add_parser("show", help="per-version numbers of the last window")
+    show.add_argument("--new", required=True)
+    show.add_argument("--old")
+    show.add_argument("--window", type=float, default=300.0, help="seconds (default 300)")
+    args = parser.parse_args(argv)
+    settings = cli.settings_from_env()
+    if args.command == "check":
+        output.success(check_access(settings))
+        return 0
+    if args.command == "show":
+        versions = [args.new, *([args.old] if args.old else [])]
+        with SqlClient(settings) as sql:
+            stats, _ = fetch(settings, sql, versions, args.window)
+        for name, version in zip(("new", "old"), versions, strict=False):
+            output.echo(_line(f"{name} {version}:", stats[version]))
+        return 0
+    if args.command == "rehearse":
+        record = rehearse(Path(args.points), settings.release.gates)
+    else:
+        if args.percent <= 0 or args.percent > 100 or args.started_ago < 0 or (args.soak or 0) < 0:
+            raise UsageError("--percent must be in (0, 100], --started-ago and --soak >= 0")
+        record = run_stage(
+            settings,
+            new=args.new,
+            old=args.old,
+            percent=args.percent,
+            started_ago=args.started_ago,
+            soak=settings.release.soak_seconds if args.soak is None else args.soak,
+            gates=_gates(settings, args),
+            baseline=_baseline(args.baseline),
+        )
+    _write(args.json, record)
+    line = summary_line(record)
+    if record["outcome"] == "pass":
+        output.success(line)
+        return 0
+    output.error(line)
+    return 1
