@@ -584,6 +584,7 @@ def cfops_env(root: Path, api: FakeCloudflare, **env: str) -> dict[str, str]:
         "CFOPS_NATIVE_RUNNER": "wrangler",
         "IMMCAD_API_BEARER_TOKEN": TOKEN,
         "PYTHONUNBUFFERED": "1",
+        **NO_SOAK,
         **env,
     }
     return clean_env(**wanted)
