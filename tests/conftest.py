@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -71,11 +75,39 @@ def _ignore_generated(directory: str, names: list[str]) -> set[str]:
     return skip
 
 
+@contextlib.contextmanager
+def repo_lock(name: str) -> Iterator[None]:
+    """An exclusive lock shared by every test process of this checkout (the parallel workers, another
+    run of the suite): one-time installs into the repository (npm ci, a nox environment) must not run
+    twice at once, or the second wipes what the first is installing."""
+    digest = hashlib.sha256(str(REPO).encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / f"cfops-tests-{digest}-{name}.lock"
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # bounded by the holder's own timeout (npm ci: 600 s)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def repo_toolchain() -> Path:
+    """This repository's pinned Node toolchain: `npm ci` once, only if the lock changed."""
+    with repo_lock("node-toolchain"):
+        ensure_node_toolchain(load_settings(REPO, {}))
+    return REPO / "backend-cloudflare" / "node_modules"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # With parallel workers the controller installs the toolchain before any worker starts: cfops also
+    # installs it on first use inside tests (not under repo_lock), and two npm ci at once corrupt it.
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        repo_toolchain()
+
+
 @pytest.fixture(scope="session")
 def node_modules() -> Path:
-    """This repository's pinned Node toolchain (wrangler 4.86.0): `npm ci` once, only if the lock changed."""
-    ensure_node_toolchain(load_settings(REPO, {}))
-    return REPO / "backend-cloudflare" / "node_modules"
+    """This repository's pinned Node toolchain (Node + wrangler): `npm ci` once, only if the lock changed."""
+    return repo_toolchain()
 
 
 @pytest.fixture

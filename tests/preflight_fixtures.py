@@ -13,7 +13,7 @@ import pytest
 from cfops import cli, sync
 from cfops.config import load_settings
 from cfops.preflight.command import main as preflight_main
-from tests.conftest import PROJECT_FILES, REPO, copy_project
+from tests.conftest import PROJECT_FILES, copy_project, repo_toolchain
 
 PROXY_FILES = (
     "backend-cloudflare/src/allowlist.json",
@@ -37,11 +37,7 @@ def make_project(dest: Path, *, synced: bool = True) -> Path:
 
 def link_node_modules(project: Path) -> None:
     """Share the repository's installed toolchain (same package.json + lock, so no npm ci runs)."""
-    source = REPO / "backend-cloudflare" / "node_modules"
-    if not (source / "wrangler").is_dir():
-        from cfops.wrangler import ensure_node_toolchain
-
-        ensure_node_toolchain(load_settings(REPO, {}))
+    source = repo_toolchain()
     (project / "backend-cloudflare" / "node_modules").symlink_to(source, target_is_directory=True)
 
 

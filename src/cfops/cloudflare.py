@@ -11,8 +11,9 @@ Data and pure functions: of cfops it imports only procs.strip_ansi, so every lay
 
 from __future__ import annotations
 
+import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from cfops.procs import strip_ansi
 
@@ -64,6 +65,8 @@ STARTUP_CODE = 10021  # the Worker failed validation at startup (global scope to
 SIZE_CODE = 10027  # the upload is over the Worker size limit
 # The latest version is not the deployed one: secrets cannot be edited (`versions secret bulk` can).
 SECRET_NOT_DEPLOYED_CODES = frozenset({10214, 10215})
+# wrangler >= 4.1xx turns those codes from `secret bulk` into this message, without the code.
+SECRET_NOT_DEPLOYED_TEXT = "the latest version of your worker isn't currently deployed"  # noqa: S105
 AUTH_CODES = frozenset({10000, 10001, 9106, 9107, 9109})
 RATE_LIMIT_CODE = 971  # answered with HTTP 429 and a Retry-After header
 # Answers another attempt may not meet: rate limited, "An unknown error occurred" / internal error (what a
@@ -122,6 +125,49 @@ def advice_for(code: int | None) -> str | None:
 WORKER_SIZE_LIMIT_KIB = 65536
 # CPU a Worker's global scope may spend at startup before the upload is refused (STARTUP_CODE).
 STARTUP_LIMIT_MS = 1000.0
+
+# --------------------------------------------------------------------------- Python Workers runtime
+
+# A Python Worker needs this compatibility flag; the Python it runs on then follows from its date.
+PYTHON_WORKERS_FLAG = "python_workers"
+# (Python, the compatibility date from which Cloudflare runs it, the flag that opts into it earlier),
+# newest first. The last row is the base runtime. pywrangler (workers-py) keeps the same table.
+PYTHON_WORKERS_RUNTIMES: tuple[tuple[str, dt.date | None, str | None], ...] = (
+    ("3.14", dt.date(2026, 9, 8), "python_workers_314"),
+    ("3.13", dt.date(2025, 9, 29), "python_workers_20250116"),
+    ("3.12", None, None),
+)
+
+
+def python_workers_runtime(date: dt.date, flags: Sequence[str]) -> tuple[str, str] | None:
+    """(Python, why) Cloudflare runs a Worker with this date and flags on; None: not a Python Worker."""
+    if PYTHON_WORKERS_FLAG not in flags:
+        return None
+    for version, since, flag in PYTHON_WORKERS_RUNTIMES:
+        if flag is not None and flag in flags:
+            return version, f"compatibility flag {flag}"
+        if since is not None and date >= since:
+            return version, f"compatibility_date {date} >= {since}"
+    version = PYTHON_WORKERS_RUNTIMES[-1][0]
+    first = PYTHON_WORKERS_RUNTIMES[-2][1]
+    return version, f"compatibility_date {date} < {first}"
+
+
+def python_workers_dates(version: str) -> str | None:
+    """The compatibility dates that run ``version`` ("from 2025-09-29 to 2026-09-07"), or None if unknown."""
+    rows = list(PYTHON_WORKERS_RUNTIMES)
+    for index, (candidate, since, _) in enumerate(rows):
+        if candidate != version:
+            continue
+        newer = rows[index - 1][1] if index > 0 else None
+        until = f"before {newer}" if newer else ""
+        if since is None:
+            return until or None
+        if newer is None:
+            return f"from {since}"
+        return f"from {since} to {newer - dt.timedelta(days=1)}"
+    return None
+
 
 # ------------------------------------------------------------------------------------------ headers
 

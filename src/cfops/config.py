@@ -627,6 +627,14 @@ class Settings:
     worker_dir: Path = field(
         default=Path("backend-cloudflare"), metadata=setting(help="the Worker bundle directory")
     )
+    # The Node that runs wrangler and tsc; unset: the one pinned in worker_dir/package.json (cfops.node).
+    node: Path | None = field(
+        default=None,
+        metadata=setting(
+            "CFOPS_NODE",
+            help="the node executable wrangler and tsc run on (>= wrangler's engines); unset: the pinned one",
+        ),
+    )
     native: WorkerSettings = field(
         default_factory=lambda: WorkerSettings(
             name="immcad-backend-native-python", config=Path("backend-cloudflare/wrangler.toml")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, cast, get_args
 from urllib.parse import urlsplit
 
-from cfops import cli, cloudflare_api, output, retry
+from cfops import cli, cloudflare_api, output, pyruntime, retry
 from cfops.cloudflare import RATE_LIMIT_CODE
 from cfops.cloudflare_api import Deployment, VersionInfo
 from cfops.config import NativeRunner, Settings
@@ -549,6 +549,10 @@ def deploy(
         if sync_first:
             synced = sync(settings)
             output.info(f"synced {synced.files} files into {settings.worker_dir.name}/")
+        # Before any upload: the Python Cloudflare will run, and (when wrangler uploads python_modules/
+        # as it is) packages vendored for another one, which would break at import in production.
+        runtime = pyruntime.check_before_upload(settings, vendored=chosen.name == "wrangler")
+        output.info(f"runtime Python {runtime.version} ({runtime.reason})")
     else:
         chosen = Runner("wrangler", wrangler_bin(settings), "")
     if chosen.note:

@@ -22,7 +22,7 @@ from cfops.config import Runtime, Settings, is_secret_name
 from cfops.devserver import BINDINGS_ENV
 from cfops.errors import MissingToolError
 from cfops.sync import sync
-from cfops.wrangler import config_vars, ensure_node_toolchain, pywrangler_problem, read_config
+from cfops.wrangler import config_vars, pywrangler_problem, read_config, toolchain_env
 
 ResolvedRuntime = Literal["uvicorn", "pywrangler"]
 # pywrangler dev vendors packages and boots Pyodide before it answers; give it longer than uvicorn.
@@ -109,11 +109,11 @@ def native_backend(
         env = {BINDINGS_ENV: json.dumps(bindings), "PYTHONDONTWRITEBYTECODE": "1"}
         timeout = settings.dev.startup_timeout
     else:
-        ensure_node_toolchain(settings)  # pywrangler calls `npx wrangler`: the pinned local one
+        # pywrangler calls `npx wrangler`: the pinned local one, on the chosen Node (first on PATH).
+        env = toolchain_env(settings)
         # Only the non-secret dev overrides go on the command line; wrangler reads .dev.vars itself.
         overrides = [arg for k, v in settings.dev.vars.items() for arg in ("--var", f"{k}:{v}")]
         cmd = ["pywrangler", "dev", "--ip", host, "--port", str(port), *overrides]
-        env = {}
         timeout = max(settings.dev.startup_timeout, _PYWRANGLER_MIN_STARTUP)
     service = procs.Service(
         "backend",

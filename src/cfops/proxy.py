@@ -22,7 +22,7 @@ from cfops.config import Runtime, Settings, is_secret_name
 from cfops.dev import Backend, choose_runtime, dev_bindings, native_backend
 from cfops.errors import ServiceError, UsageError
 from cfops.sync import sync
-from cfops.wrangler import QUIET_ENV, wrangler_bin
+from cfops.wrangler import QUIET_ENV, toolchain_env, wrangler_bin
 
 ORIGIN_VAR = "BACKEND_ORIGIN"
 # The proxy stamps every answer it gives with this header, its own 404s included: seeing it proves the
@@ -137,6 +137,7 @@ def edge_proxy(
             cmd += ["--var", f"{name}:{value}"]
         env = {
             **_QUIET_ENV,
+            **toolchain_env(settings),
             # Each run its own dev registry: two local stacks must not discover each other's Workers.
             "WRANGLER_REGISTRY_PATH": str(scratch / "registry"),
         }

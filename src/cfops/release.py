@@ -790,6 +790,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines += analysis_table(report.get("analysis") or {})
     if report["stopped_at"]:
         lines += ["", f"Stopped at **{report['stopped_at']}**."]
+    lines += ["", f"Total: {report['duration_seconds']:.1f} s."]
     return "\n".join(lines) + "\n"
 
 
@@ -931,6 +932,7 @@ def main(argv: Sequence[str]) -> int:
         verdict += f" (rolled back to {report['versions']['rolled_back_to']})"
     if report["stopped_at"]:
         verdict += f" at {report['stopped_at']}"
+    verdict += f" in {report['duration_seconds']:.1f} s"  # each step's time is on its own line above
     output.echo(f"report: {path} and {REPORT_MD}", style="dim")
     if report["result"] in {"passed", "dry-run"}:
         output.success(verdict)

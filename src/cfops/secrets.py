@@ -102,9 +102,10 @@ def sync_secrets(settings: Settings, worker: Worker = "native", *, dry_run: bool
     run = run_wrangler(settings, ["secret", "bulk", *config], input=payload, check=False)
     method: Method = "secret bulk"
     version_id = None
-    if not run.ok and run.error_code in cloudflare.SECRET_NOT_DEPLOYED_CODES:
+    if not run.ok and run.secret_not_deployed:
+        code = run.error_code or "10214/10215"
         output.warn(
-            f"Cloudflare refused (error {run.error_code}): the latest version of {t.name} is not the "
+            f"Cloudflare refused (error {code}): the latest version of {t.name} is not the "
             "deployed one; putting the secrets into a new version (`wrangler versions secret bulk`) instead"
         )
         note = f"cfops secrets_sync: {len(wanted.values)} secrets"

@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cfops import cli, output, procs
+from cfops import cli, output, procs, pyruntime
 from cfops.config import Settings, SyncEntry
 from cfops.errors import CfopsError, CheckFailed, ConfigError, UsageError
-from cfops.wrangler import ensure_node_toolchain, pywrangler_problem
+from cfops.wrangler import pywrangler_problem, toolchain_env
 
 Copier = Callable[[Path, Path], object]
 _STAGING_PREFIX = ".sync-staging-"
@@ -213,17 +213,55 @@ def _swap(targets: list[Path], worker_dir: Path, staging: Path, backup: Path) ->
         raise
 
 
+# Where the packages vendored before a `sync --vendor` wait until the new ones are known good.
+_VENDOR_BACKUP = ".python_modules.cfops-previous"
+
+
 def vendor(settings: Settings) -> str | None:
-    """Vendor the Worker's Python packages into python_modules/ with ``pywrangler sync``.
+    """Vendor the Worker's Python packages into python_modules/ for the runtime's Python.
+
+    ``pywrangler sync`` resolves Pyodide wheels for the Python the compatibility date selects (the same
+    table as cloudflare.PYTHON_WORKERS_RUNTIMES) — not the host's. Afterwards every vendored package must
+    carry that Python's tags. Until then the previous python_modules/ is kept aside and put back when
+    vendoring fails, is interrupted, or produced packages for another Python: nothing vendored is lost.
 
     Returns None when done, else why it could not run: pywrangler downloads Pyodide and a CPython build,
     so without the internet the bundle stays source-only (preflight says so, and --strict fails on it).
     """
+    target = settings.worker_dir / pyruntime.VENDOR_DIR
+    backup = settings.worker_dir / _VENDOR_BACKUP
+    if backup.is_dir():  # a run killed mid-way: its packages are the last known good ones
+        shutil.rmtree(target, ignore_errors=True)
+        backup.rename(target)
+        output.warn(f"put back the {pyruntime.VENDOR_DIR}/ an interrupted vendoring had set aside")
+    runtime = pyruntime.runtime_python(settings)  # a future date is bad input: exit 2, nothing touched
     problem = pywrangler_problem(settings)
     if problem is not None:
         return problem
-    ensure_node_toolchain(settings)  # pywrangler runs `npx wrangler`: the pinned one in worker_dir
-    procs.run(["pywrangler", "sync"], cwd=settings.worker_dir, stream=True, timeout=900, what="pywrangler")
+    output.info(f"vendoring for Python {runtime.version} ({runtime.reason})")
+    env = toolchain_env(settings)  # pywrangler runs `npx wrangler`: the pinned one, on the chosen Node
+    if target.is_dir():
+        # pywrangler replaces python_modules/ itself (delete, then copy): keep the old one until it is done.
+        shutil.copytree(target, backup, symlinks=True)
+    try:
+        procs.run(
+            ["pywrangler", "sync"],
+            cwd=settings.worker_dir,
+            env=env,
+            stream=True,
+            timeout=900,
+            what="pywrangler",
+        )
+        mismatches = pyruntime.vendored_mismatches(target, runtime.version)
+        if mismatches:
+            raise CheckFailed(f"pywrangler sync {pyruntime.describe(mismatches, runtime)}")
+    except BaseException:
+        if backup.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+            backup.rename(target)
+            output.warn(f"vendoring failed: {pyruntime.VENDOR_DIR}/ is back as it was")
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
     return None
 
 
@@ -258,7 +296,9 @@ def main(argv: Sequence[str]) -> int:
     if args.vendor:
         problem = vendor(settings)
         if problem is None:
-            output.success(f"vendored the Python packages into {settings.worker_dir.name}/python_modules/")
+            output.success(
+                f"vendored the Python packages into {settings.worker_dir.name}/{pyruntime.VENDOR_DIR}/"
+            )
         else:
             output.warn(f"Python packages not vendored: {problem}; the native bundle is source-only")
     return 0

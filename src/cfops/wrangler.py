@@ -10,14 +10,14 @@ import shutil
 import socket
 import tempfile
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import json5
 
-from cfops import cloudflare, output, procs
+from cfops import cloudflare, node, output, procs
 from cfops.config import Settings
 from cfops.errors import CheckFailed, CommandFailed, ConfigError, MissingToolError, UsageError
 
@@ -80,11 +80,25 @@ def ensure_node_toolchain(settings: Settings) -> Path:
     digest = _lock_digest(package_dir)
     marker = modules / _MARKER
     if not (marker.is_file() and marker.read_text().strip() == digest):
-        procs.which("node", hint="install Node.js 20 or newer")
+        # Any npm installs it (Node 20's included): the Node that then runs wrangler is the pinned package.
+        procs.which(
+            "node", hint="install Node.js and npm (any version from 20 on: the project pins its own Node)"
+        )
         npm = procs.which("npm", hint="install npm (it ships with Node.js)")
         procs.run([npm, "ci", "--no-audit", "--no-fund"], cwd=package_dir, timeout=600, what="npm ci")
         marker.write_text(digest + "\n")
     return modules / ".bin"
+
+
+def node_runtime(settings: Settings) -> node.NodeRuntime:
+    """The Node every wrangler/tsc child runs on (installs the toolchain first); exit 2 when unusable."""
+    ensure_node_toolchain(settings)
+    return node.locate(settings)
+
+
+def toolchain_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment additions for a Node-toolchain child: PATH with the chosen Node first."""
+    return node_runtime(settings).env(base)
 
 
 # pywrangler's reachability probes are short: a missing network must not stall a command that falls back.
@@ -111,6 +125,7 @@ def pywrangler_problem(settings: Settings) -> str | None:
 def wrangler_bin(settings: Settings) -> Path:
     """The pinned wrangler executable (installs the toolchain on first use)."""
     binary = ensure_node_toolchain(settings) / "wrangler"
+    node.locate(settings)  # a missing or too old Node is bad input before any wrangler call
     if not binary.exists():
         raise MissingToolError(
             f"{binary} missing after npm ci: is wrangler in {settings.worker_dir}/package.json?"
@@ -130,6 +145,7 @@ def typecheck(settings: Settings) -> int:
     result = procs.run(
         [tsc, "--noEmit", "--pretty", "false", "-p", project],
         cwd=settings.worker_dir,
+        env=toolchain_env(settings),
         timeout=300,
         check=False,
         what="tsc",
@@ -191,6 +207,15 @@ class WranglerRun:
         failed = self.event("command-failed")
         code = failed.get("code") if failed else None
         return code if isinstance(code, int) else None
+
+    @property
+    def secret_not_deployed(self) -> bool:
+        """Cloudflare refused a secret edit because the latest version is not the deployed one."""
+        if self.error_code in cloudflare.SECRET_NOT_DEPLOYED_CODES:
+            return True
+        failed = self.event("command-failed") or {}
+        text = f"{failed.get('message') or ''}\n{procs.strip_ansi(self.stderr)}".lower()
+        return cloudflare.SECRET_NOT_DEPLOYED_TEXT in text
 
     @property
     def error_message(self) -> str:
@@ -289,6 +314,7 @@ def run_wrangler(
     workdir = tempfile.mkdtemp(prefix="cfops-wrangler-")  # 0700: wrangler's debug log may hold request bodies
     events_file = Path(workdir) / "events.ndjson"
     env = wrangler_env(settings, offline=offline)
+    env.update(toolchain_env(settings, env))  # the chosen Node first on PATH (wrangler.js, npx)
     env["WRANGLER_OUTPUT_FILE_PATH"] = str(events_file)
     env["WRANGLER_LOG_PATH"] = str(Path(workdir) / "logs")
     # Otherwise wrangler caches the account in node_modules/.cache, and a later call without

@@ -1,5 +1,6 @@
-"""A local fake of the Cloudflare API, as far as wrangler 4.86 uses it for deploys, versions, secrets and
-rollbacks. The real wrangler CLI is pointed at it with ``CLOUDFLARE_API_BASE_URL`` (see ``wrangler_env``).
+"""A local fake of the Cloudflare API, as far as wrangler (4.164; 4.86 before it) uses it for deploys,
+versions, secrets and rollbacks. The real wrangler CLI is pointed at it with ``CLOUDFLARE_API_BASE_URL``
+(see ``wrangler_env``).
 
 It is a real HTTP server on 127.0.0.1 (``http.server`` in a thread) that keeps consistent state — scripts,
 versions (with their modules and bindings, secret values included), deployments with traffic
@@ -31,6 +32,16 @@ Endpoints (all under ``/client/v4``; ``{s}`` = ``/accounts/{account}/workers/scr
     PUT    {s}/secrets, DELETE {s}/secrets/{name}           one secret (``wrangler secret put/delete``): a
                                                             new version from the latest, deployed at 100%,
                                                             or 10214 when the latest is not fully deployed
+    PATCH  {s}/secrets-bulk                                 `wrangler secret bulk` (4.164): merge-patch of
+                                                            secrets, same rule as PATCH {s}/settings
+    GET    /accounts/{account}/workers/workers/{name}       the Worker (4.164 reads its workers.dev switches
+                                                            here; the same state as {s}/subdomain)
+    PATCH  /accounts/{account}/workers/workers/{name}       merge-patch of subdomain / previews_base_config
+    POST   /accounts/{account}/workers/workers              create a Worker (no version yet)
+    PATCH  /accounts/{account}/workers/workers/{name}/versions/latest
+                                                            `wrangler versions secret bulk` (4.164): a new
+                                                            version = the LATEST one + the env merge-patch,
+                                                            not deployed (10222 when there is no version)
     GET    /user, /memberships, /accounts, /user/tokens/verify   what ``wrangler whoami`` reads after 10000
     POST   /accounts/{account}/analytics_engine/sql         Workers Analytics Engine SQL (tests/fakes/
                                                             analytics_engine.py: data points, evaluator)
@@ -65,6 +76,7 @@ VERSION_NOT_DEPLOYED = 10215
 SECRET_NOT_DEPLOYED_SINGLE = 10214
 AUTH_ERROR = 10000
 VALIDATION = 10021
+NO_VERSIONS = 10222
 
 
 @dataclass(frozen=True)
@@ -169,6 +181,7 @@ class Script:
     deployments: list[Deployment] = field(default_factory=list)
     workers_dev: bool = False
     previews_enabled: bool = False
+    previews_base_config: dict[str, Any] = field(default_factory=dict)
     script_settings: dict[str, Any] = field(
         default_factory=lambda: {"logpush": False, "tail_consumers": None, "observability": None, "tags": []}
     )
@@ -799,6 +812,100 @@ class FakeCloudflare:
         script = self._script(match["name"])
         return [{"name": n, "type": "secret_text"} for n in script.latest.secrets()]
 
+    def _version_with(
+        self, script: Script, changes: dict[str, dict[str, Any] | None], annotations: dict[str, str]
+    ) -> Version:
+        """A new version of ``script``: its latest one with bindings set (a dict) or removed (None)."""
+        if not script.versions:
+            raise ApiError(
+                NO_VERSIONS,
+                "There are currently no uploaded versions of this Worker. Please upload a version before "
+                "modifying a secret.",
+            )
+        latest = script.latest
+        bindings = {b["name"]: dict(b) for b in latest.bindings}
+        for name, binding in changes.items():
+            if binding is None:
+                bindings.pop(name, None)
+            else:
+                bindings[name] = {**binding, "name": name}
+        return self._new_version(
+            script.name,
+            latest.main_module,
+            dict(latest.modules),
+            list(bindings.values()),
+            annotations,
+            latest.compatibility_date,
+            latest.compatibility_flags,
+        )
+
+    def _patch_secrets_bulk(self, request: Recorded, match: re.Match[str]) -> Any:
+        """`wrangler secret bulk` (4.164): ``{"secrets": {name: {type, text} | null}}``, deployed at 100%."""
+        script = self._script(match["name"])
+        self._require_latest_deployed(script)
+        secrets = request.json().get("secrets")
+        if not isinstance(secrets, dict):
+            raise ApiError(VALIDATION, "secrets must be an object of name: binding | null")
+        changes = {
+            str(name): None if value is None else {"type": "secret_text", "text": value.get("text")}
+            for name, value in secrets.items()
+        }
+        version = self._version_with(script, changes, {"workers/triggered_by": "secret"})
+        self._deploy(script.name, [(version.id, 100.0)], {"workers/triggered_by": "secret"})
+        return [{"name": n, "type": "secret_text"} for n in version.secrets()]
+
+    def _patch_latest_version(self, request: Recorded, match: re.Match[str]) -> Any:
+        """`wrangler versions secret bulk` (4.164): a new, undeployed version from the LATEST one."""
+        script = self._script(match["name"])
+        body = request.json()
+        env = body.get("env") or {}
+        if not isinstance(env, dict):
+            raise ApiError(VALIDATION, "env must be an object of name: binding | null")
+        annotations = {"workers/triggered_by": "secret", **(body.get("annotations") or {})}
+        version = self._version_with(script, {str(k): v for k, v in env.items()}, annotations)
+        return self._version_json(script, version)
+
+    def _worker_json(self, script: Script) -> dict[str, Any]:
+        return {
+            "id": script.tag,
+            "name": script.name,
+            "created_on": script.created_on,
+            "updated_on": script.versions[-1].created_on if script.versions else script.created_on,
+            "subdomain": {"enabled": script.workers_dev, "previews_enabled": script.previews_enabled},
+            "previews_base_config": dict(script.previews_base_config),
+            "observability": script.script_settings.get("observability"),
+            "logpush": script.script_settings.get("logpush", False),
+            "tags": script.script_settings.get("tags") or [],
+            "tail_consumers": script.script_settings.get("tail_consumers"),
+        }
+
+    def _get_worker(self, request: Recorded, match: re.Match[str]) -> Any:
+        return self._worker_json(self._script(match["name"]))
+
+    def _apply_worker_patch(self, script: Script, body: dict[str, Any]) -> None:
+        subdomain = body.get("subdomain")
+        if isinstance(subdomain, dict):
+            script.workers_dev = bool(subdomain.get("enabled", script.workers_dev))
+            script.previews_enabled = bool(subdomain.get("previews_enabled", script.previews_enabled))
+        if isinstance(body.get("previews_base_config"), dict):
+            script.previews_base_config = dict(body["previews_base_config"])
+
+    def _patch_worker(self, request: Recorded, match: re.Match[str]) -> Any:
+        script = self._script(match["name"])
+        self._apply_worker_patch(script, request.json())
+        return self._worker_json(script)
+
+    def _create_worker(self, request: Recorded, match: re.Match[str]) -> Any:
+        body = request.json()
+        name = body.get("name")
+        if not isinstance(name, str) or not name:
+            raise ApiError(VALIDATION, "name is required")
+        if name in self.scripts:
+            raise ApiError(10013, f"A Worker named {name} already exists.", 409)
+        script = self._ensure_script(name)
+        self._apply_worker_patch(script, body)
+        return self._worker_json(script)
+
     def _user(self, request: Recorded, match: re.Match[str]) -> Any:
         return {"id": "fake-user", "email": "ci@example.com"}
 
@@ -817,7 +924,16 @@ class FakeCloudflare:
         """Every secret value that reached the API (secret_text bindings in uploads and settings)."""
         values = []
         for request in self.calls():
-            if not request.headers.get("content-type", "").startswith("multipart/"):
+            content_type = request.headers.get("content-type", "")
+            if "json" in content_type and request.body:
+                # secrets-bulk ({"secrets": {...}}) and versions/latest ({"env": {...}}), 4.164's paths
+                body = request.json()
+                for key in ("secrets", "env"):
+                    for binding in (body.get(key) or {}).values() if isinstance(body, dict) else ():
+                        if isinstance(binding, dict) and binding.get("type") == "secret_text":
+                            values.append(binding["text"])
+                continue
+            if not content_type.startswith("multipart/"):
                 continue
             form = request.form()
             for key in ("metadata", "settings"):
@@ -833,6 +949,7 @@ def _envelope(result: Any) -> bytes:
 
 
 _S = r"/accounts/(?P<account>[^/]+)/workers/scripts/(?P<name>[^/]+)"
+_W = r"/accounts/(?P<account>[^/]+)/workers/workers/(?P<name>[^/]+)"
 ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     (
         "GET",
@@ -856,6 +973,11 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     ("GET", re.compile(_S + r"/secrets"), FakeCloudflare._list_secrets),
     ("PUT", re.compile(_S + r"/secrets"), FakeCloudflare._put_secret),
     ("DELETE", re.compile(_S + r"/secrets/(?P<secret>[^/]+)"), FakeCloudflare._delete_secret),
+    ("PATCH", re.compile(_S + r"/secrets-bulk"), FakeCloudflare._patch_secrets_bulk),
+    ("GET", re.compile(_W), FakeCloudflare._get_worker),
+    ("PATCH", re.compile(_W), FakeCloudflare._patch_worker),
+    ("POST", re.compile(r"/accounts/(?P<account>[^/]+)/workers/workers"), FakeCloudflare._create_worker),
+    ("PATCH", re.compile(_W + r"/versions/latest"), FakeCloudflare._patch_latest_version),
     ("POST", re.compile(r"/accounts/(?P<account>[^/]+)/analytics_engine/sql"), FakeCloudflare._analytics_sql),
     ("GET", re.compile(r"/user"), FakeCloudflare._user),
     ("GET", re.compile(r"/user/tokens/verify"), FakeCloudflare._verify),

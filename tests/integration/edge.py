@@ -21,7 +21,7 @@ import httpx
 
 from cfops import procs
 from cfops.config import Settings
-from cfops.wrangler import read_config, wrangler_bin
+from cfops.wrangler import QUIET_ENV, read_config, toolchain_env, wrangler_bin
 from tests.conftest import REPO, clean_env
 
 
@@ -126,7 +126,7 @@ def bundle_proxy(settings: Settings, outdir: Path) -> Path:
             outdir,
         ],
         cwd=settings.proxy.config.parent,
-        env={"WRANGLER_SEND_METRICS": "false", "WRANGLER_HIDE_BANNER": "true", "NO_COLOR": "1"},
+        env={**QUIET_ENV, **toolchain_env(settings)},
         timeout=120,
         echo=False,
     )

@@ -12,9 +12,7 @@ import psutil
 import pytest
 
 from cfops import procs
-from cfops.config import load_settings
-from cfops.wrangler import ensure_node_toolchain
-from tests.conftest import REPO, clean_env, copy_project
+from tests.conftest import clean_env, copy_project, repo_toolchain
 from tests.integration.edge import raw_request, recording_backend
 
 pytestmark = pytest.mark.integration
@@ -32,7 +30,7 @@ PROXY_FILES = (
 @pytest.fixture(scope="module")
 def node_modules() -> Path:
     """This repository's pinned toolchain (npm ci once), shared with fixture projects by symlink."""
-    return ensure_node_toolchain(load_settings(REPO, environ=clean_env())).parent
+    return repo_toolchain()
 
 
 @pytest.fixture

@@ -30,7 +30,8 @@ from cfops import image
 from cfops.config import load_settings
 from tests.conftest import PROJECT_FILES, REPO, clean_env, copy_project
 
-pytestmark = pytest.mark.integration
+# One worker runs the whole module under parallel runs: both images are built once per session.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("docker-images")]
 
 RUN_ID = uuid.uuid4().hex[:10]
 TEST_LABEL = "org.immcad.cfops.test"

@@ -17,7 +17,8 @@ from cfops import cli, perf, procs
 from tests.conftest import clean_env
 from tests.fakes.latency_server import latency_server
 
-pytestmark = pytest.mark.integration
+# One worker runs the whole module under parallel runs: one latency server per module.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("latency-server")]
 
 FAST_MS, SLOW_MS = 5, 400
 # Generous: the machine is shared; what matters is which side of the fast/slow gap a percentile is on.

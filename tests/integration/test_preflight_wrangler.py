@@ -8,10 +8,8 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psutil
@@ -20,13 +18,17 @@ import pytest
 from cfops import procs
 from cfops.config import load_settings
 from cfops.preflight.runner import CHECKS
-from cfops.wrangler import QUIET_ENV, wrangler_bin
-from tests.conftest import clean_env
+from cfops.wrangler import QUIET_ENV, toolchain_env, wrangler_bin
+from tests.conftest import REPO, clean_env
+from tests.fakes.cloudflare_api import FakeCloudflare
 from tests.preflight_fixtures import link_node_modules, make_project, run_preflight, set_preflight
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "cf-api-token-7d1e0b9a55"
+WRANGLER_PIN = json.loads((REPO / "backend-cloudflare/package.json").read_text())["devDependencies"][
+    "wrangler"
+]
 
 
 @pytest.fixture
@@ -42,7 +44,7 @@ def wrangler_total_upload(project: Path, config: str, outdir: Path) -> tuple[flo
     result = procs.run(
         [wrangler_bin(settings), "deploy", "--dry-run", "--outdir", outdir, "--config", config],
         cwd=project / "backend-cloudflare",
-        env=QUIET_ENV,
+        env={**QUIET_ENV, **toolchain_env(settings)},
         echo=False,
     )
     match = re.search(r"Total Upload: ([\d.]+) KiB / gzip: ([\d.]+) KiB", result.stdout)
@@ -60,7 +62,7 @@ def test_real_dry_run_sizes_match_wranglers_own_figures(
     assert run.code == 0, run.text
     proxy = run.finding("proxy-bundle")
     assert proxy["status"] == "pass"
-    assert proxy["measured"]["wrangler"] == "4.86.0"
+    assert proxy["measured"]["wrangler"] == WRANGLER_PIN
     assert list(proxy["measured"]["modules"]) == ["worker.js"]
     assert proxy["limits"]["size_limit_bytes"] == 64 * 1024 * 1024
     startup = run.finding("startup")
@@ -120,46 +122,15 @@ def test_wrangler_error_text_reaches_the_finding(
     assert "src/missing.ts" in proxy["message"]
     startup = run.finding("startup")
     assert startup["status"] == "warn"  # unmeasured is not a pass
-    assert startup["message"].startswith("proxy startup not measurable with wrangler 4.86.0: ")
+    assert startup["message"].startswith(f"proxy startup not measurable with wrangler {WRANGLER_PIN}: ")
     assert "src/missing.ts" in run.out
-
-
-class _FakeCloudflare(BaseHTTPRequestHandler):
-    """The three endpoints `wrangler whoami` calls, accepting only TOKEN."""
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if self.headers.get("authorization") != f"Bearer {TOKEN}":
-            status, body = 400, {"success": False, "errors": [{"code": 1000, "message": "Invalid API Token"}]}
-        else:
-            result: object = {}
-            if path.endswith("/user/tokens/verify"):
-                result = {"id": "tok", "status": "active"}
-            elif path.endswith("/user"):
-                result = {"id": "u1", "email": "ops@example.invalid"}
-            elif path.endswith(("/accounts", "/memberships")):
-                result = [{"id": "acc1", "name": "IMMCAD"}]
-            status, body = 200, {"success": True, "errors": [], "messages": [], "result": result}
-            body["result_info"] = {"page": 1, "per_page": 50, "count": 1, "total_count": 1, "total_pages": 1}
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 @pytest.fixture
 def fake_api() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", procs.free_port()), _FakeCloudflare)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/client/v4"
-    server.shutdown()
-    server.server_close()
+    """The fake Cloudflare API (the endpoints `wrangler whoami` reads), accepting only TOKEN."""
+    with FakeCloudflare(token=TOKEN) as api:
+        yield api.base_url
 
 
 def test_whoami_runs_only_with_credentials_and_never_shows_them(

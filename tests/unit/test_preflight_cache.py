@@ -235,7 +235,7 @@ def remeasured(project: Path, ids: tuple[str, ...] = ALL_CACHED) -> set[str]:
 
 
 def test_installed_wrangler_version_is_an_input_of_the_wrangler_checks_only(pf_project: Path) -> None:
-    fake_toolchain(pf_project, "4.86.0")
+    fake_toolchain(pf_project, "4.163.0")
     first_and_second(pf_project, Counted())
     fake_toolchain(pf_project, "4.164.0")
     assert remeasured(pf_project) == set(WRANGLER_CHECKS)
@@ -243,24 +243,24 @@ def test_installed_wrangler_version_is_an_input_of_the_wrangler_checks_only(pf_p
 
 
 def test_the_wrangler_pin_is_an_input(pf_project: Path) -> None:
-    fake_toolchain(pf_project, "4.86.0")
+    fake_toolchain(pf_project, "4.164.0")
     first_and_second(pf_project, Counted())
     package = pf_project / "backend-cloudflare/package.json"
-    package.write_text(package.read_text().replace('"wrangler": "4.86.0"', '"wrangler": "4.164.0"'))
-    assert '"4.164.0"' in package.read_text()
+    data = json.loads(package.read_text())
+    data["devDependencies"]["wrangler"] = "4.165.0"
+    package.write_text(json.dumps(data))
     assert remeasured(pf_project) == set(ALL_CACHED)  # part of the Worker directory, read by all
 
 
 def test_the_node_binary_is_an_input_of_the_wrangler_checks(
     pf_project: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    fake_toolchain(pf_project, "4.86.0")
-    node_dir = tmp_path / "node-bin"
-    node_dir.mkdir()
-    node = node_dir / "node"
-    node.write_text("#!/bin/sh\necho v20.20.2\n")
+    fake_toolchain(pf_project, "4.164.0")
+    # The pinned Node's place (node_modules/.bin/node): the one wrangler runs on (cfops.node.choice).
+    node = pf_project / "backend-cloudflare/node_modules/.bin/node"
+    node.parent.mkdir(parents=True, exist_ok=True)
+    node.write_text("#!/bin/sh\necho v24.22.3\n")
     node.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{node_dir}{os.pathsep}{os.environ['PATH']}")
     first_and_second(pf_project, Counted())
     node.write_text("#!/bin/sh\necho v24.11.1 # another build\n")  # another Node on the same path
     assert remeasured(pf_project) == set(WRANGLER_CHECKS)

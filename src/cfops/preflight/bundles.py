@@ -12,15 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cfops import cloudflare, procs
-from cfops.errors import ConfigError
+from cfops import cloudflare, procs, pyruntime
+from cfops.errors import CfopsError, ConfigError
 from cfops.preflight.model import Context, Finding, Outcome, kib
 from cfops.sync import walk_files
-from cfops.wrangler import QUIET_ENV, read_config
+from cfops.wrangler import read_config
 
 # Modules wrangler collects next to a Worker's main by default (its default module rules + Python).
 DEFAULT_MODULE_GLOBS = ("**/*.py", "**/*.txt", "**/*.html", "**/*.sql", "**/*.bin", "**/*.wasm")
-VENDOR_DIR = "python_modules"
 
 
 @dataclass(frozen=True)
@@ -116,7 +115,7 @@ def proxy_bundle(ctx: Context) -> Finding:
         result = ctx.run(
             [wrangler, "deploy", "--dry-run", "--outdir", outdir, "--config", config],
             cwd=config.parent,
-            env=QUIET_ENV,
+            env=ctx.toolchain.env(),
             what="wrangler deploy --dry-run",
         )
         out.measured["command"] = f"wrangler deploy --dry-run --outdir <tmp> --config {ctx.rel(config)}"
@@ -181,15 +180,17 @@ def native_bundle(ctx: Context) -> Finding:
         for path in (walk_files(base, settings.sync.exclude) if base.is_dir() else [])
         if any(p.match(path.relative_to(base).as_posix()) for p in patterns)
     ]
-    vendor = config_dir / VENDOR_DIR
+    vendor = config_dir / pyruntime.VENDOR_DIR
     vendored = [
-        (f"{VENDOR_DIR}/{path.relative_to(vendor).as_posix()}", path)
+        (f"{pyruntime.VENDOR_DIR}/{path.relative_to(vendor).as_posix()}", path)
         for path in (walk_files(vendor, settings.sync.exclude) if vendor.is_dir() else [])
     ]
     bundle = measure(files + vendored)
     severe = ctx.mode == "native"
     judge(out, ctx, bundle, "the native Worker upload", severe=severe)
-    out.measured["source_bytes"] = sum(size for name, size in bundle.files if not name.startswith(VENDOR_DIR))
+    out.measured["source_bytes"] = sum(
+        size for name, size in bundle.files if not name.startswith(pyruntime.VENDOR_DIR)
+    )
     out.measured["vendored_files"] = len(vendored)
     out.measured["largest_files"] = [{"path": name, "bytes": size} for name, size in bundle.largest()]
     out.limits["mode"] = ctx.mode
@@ -199,11 +200,34 @@ def native_bundle(ctx: Context) -> Finding:
             f"source-only size: {', '.join(dependencies)} not vendored into {ctx.rel(vendor)}/ "
             "(pywrangler vendors them at deploy; that needs the internet)"
         )
+    _check_runtime_python(ctx, out, vendor)
     if not severe:
         out.note("mode proxy: the native Worker is not what production runs, so its limits only warn")
     out.note("largest: " + ", ".join(f"{name} ({kib(size)})" for name, size in bundle.largest()))
     what = "source + vendored packages" if vendored else "source only"
     return out.finding(f"{size_summary(ctx, bundle)}, {len(bundle.files)} files ({what})")
+
+
+def _check_runtime_python(ctx: Context, out: Outcome, vendor: Path) -> None:
+    """Vendored packages built for another Python than the one Cloudflare will run break at import."""
+    try:
+        runtime = pyruntime.runtime_python(ctx.settings, today=ctx.today)
+    except CfopsError as exc:  # a future or missing date: the configs check reports it as well
+        out.warn(f"runtime Python unknown: {exc}")
+        return
+    out.measured["runtime_python"] = runtime.version
+    out.limits["runtime_python_reason"] = runtime.reason
+    mismatches = pyruntime.vendored_mismatches(vendor, runtime.version)
+    out.measured["vendored_python_mismatches"] = [m.package for m in mismatches]
+    if mismatches:
+        message = pyruntime.describe(mismatches, runtime)
+        # Production would import them and fail after the upload; locally it is a warning (--strict fails).
+        if ctx.target == "production" and ctx.mode == "native":
+            out.fail(message)
+        else:
+            out.warn(message)
+        for line in pyruntime.details(mismatches):
+            out.note(line)
 
 
 def _rule_globs(config: dict[str, Any]) -> list[str]:
@@ -259,7 +283,7 @@ def startup(ctx: Context) -> Finding:
         result = ctx.run(
             [wrangler, "check", "startup", f"--args=--config={config.name}", "--outfile", profile_path],
             cwd=config.parent,
-            env=QUIET_ENV,
+            env=ctx.toolchain.env(),
             what="wrangler check startup",
         )
         out.measured["command"] = f"wrangler check startup --args=--config={config.name}"

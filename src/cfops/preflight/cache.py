@@ -36,6 +36,7 @@ from typing import Any, Literal
 from cfops import output, procs
 from cfops.config import PreflightCachePolicy, Settings
 from cfops.errors import CfopsError
+from cfops.node import choice
 from cfops.preflight.model import Context, Finding, Target
 from cfops.report import write_json
 
@@ -291,12 +292,11 @@ def _tree(ctx: Context) -> str | None:
         return None  # a file vanished while being read: no key, so no reuse
 
 
-def node_fingerprint(path_var: str | None) -> str:
-    """The Node binary a child with this PATH would run: resolved path, size and mtime (no start-up)."""
-    node = shutil.which("node", path=path_var)
+def node_fingerprint(node: Path | None) -> str:
+    """The Node binary wrangler would run on: resolved path, size and mtime (no start-up)."""
     if node is None:
         return "no node"
-    real = Path(node).resolve()
+    real = node.resolve()
     try:
         stat = real.stat()
     except OSError:
@@ -316,7 +316,7 @@ def _toolchain(ctx: Context) -> str | None:
             {
                 "wrangler": ctx.toolchain.wrangler_version(),
                 "lock": marker,
-                "node": node_fingerprint(os.environ.get("PATH")),
+                "node": node_fingerprint(choice(ctx.settings)),
                 "env": steering,
             },
             sort_keys=True,

@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 from cfops import procs
 from cfops.config import BackendMode, Settings
-from cfops.wrangler import wrangler_bin
+from cfops.node import NodeRuntime
+from cfops.wrangler import QUIET_ENV, node_runtime, wrangler_bin
 
 Status = Literal["pass", "warn", "fail", "skip"]
 Target = Literal["local", "production"]
@@ -48,12 +49,24 @@ class Toolchain:
         self._settings = settings
         self._lock = threading.Lock()
         self._binary: Path | None = None
+        self._node: NodeRuntime | None = None
 
     def wrangler(self) -> Path:
         with self._lock:
             if self._binary is None:
                 self._binary = wrangler_bin(self._settings)
             return self._binary
+
+    def node(self) -> NodeRuntime:
+        """The Node wrangler runs on (the pinned package unless CFOPS_NODE says otherwise)."""
+        with self._lock:
+            if self._node is None:
+                self._node = node_runtime(self._settings)
+            return self._node
+
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """A wrangler child's environment additions: quiet, offline, on the chosen Node."""
+        return {**QUIET_ENV, **self.node().env(), **(extra or {})}
 
     def wrangler_version(self) -> str:
         """The installed wrangler's version, read from its package.json (no Node start-up)."""

