@@ -646,6 +646,12 @@ def kill_release_when(
     return entries
 
 
+@pytest.fixture
+def healthy_traffic(cloudflare_api: FakeCloudflare) -> None:
+    """Every deployment yields healthy real traffic for the stage analyses (Analytics Engine)."""
+    cloudflare_api.analytics.traffic(DATASET, 5000, new=Profile(error_rate=0.01, latency_ms=80))
+
+
 def live(api: FakeCloudflare) -> dict[str, float]:
     current = api.script(NATIVE).current()
     assert current is not None
@@ -653,7 +659,11 @@ def live(api: FakeCloudflare) -> dict[str, float]:
 
 
 def test_sigkill_after_upload_refuses_a_new_release_and_recover_closes_it(
-    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, front: WorkerFront
+    release_env_ready: None,
+    release_project: Path,
+    cloudflare_api: FakeCloudflare,
+    front: WorkerFront,
+    healthy_traffic: None,
 ) -> None:
     cloudflare_api.seed(NATIVE)
     cloudflare_api.hold("POST", r"/deployments$")  # the split never reaches the API: killed before
@@ -681,7 +691,11 @@ def test_sigkill_after_upload_refuses_a_new_release_and_recover_closes_it(
 
 
 def test_sigkill_after_the_zero_split_is_rolled_back_by_recover(
-    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, front: WorkerFront
+    release_env_ready: None,
+    release_project: Path,
+    cloudflare_api: FakeCloudflare,
+    front: WorkerFront,
+    healthy_traffic: None,
 ) -> None:
     cloudflare_api.seed(NATIVE)
     front.hold_when = lambda traffic: 0.0 in traffic.values()  # the canary is in flight when killed
@@ -707,7 +721,11 @@ def test_sigkill_after_the_zero_split_is_rolled_back_by_recover(
 
 
 def test_sigkill_mid_stage_then_recover_resume_finishes_the_stages(
-    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, front: WorkerFront
+    release_env_ready: None,
+    release_project: Path,
+    cloudflare_api: FakeCloudflare,
+    front: WorkerFront,
+    healthy_traffic: None,
 ) -> None:
     cloudflare_api.seed(NATIVE)
     front.hold_when = lambda traffic: 10.0 in traffic.values()  # the smoke at 10 % is in flight
@@ -735,7 +753,11 @@ def test_sigkill_mid_stage_then_recover_resume_finishes_the_stages(
 
 
 def test_transient_5xx_on_versions_deploy_and_429_on_the_deployments_read_are_retried(
-    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, front: WorkerFront
+    release_env_ready: None,
+    release_project: Path,
+    cloudflare_api: FakeCloudflare,
+    front: WorkerFront,
+    healthy_traffic: None,
 ) -> None:
     cloudflare_api.seed(NATIVE)
     cloudflare_api.inject("POST", r"/deployments$", status=503, times=3)
@@ -753,7 +775,11 @@ def test_transient_5xx_on_versions_deploy_and_429_on_the_deployments_read_are_re
 
 
 def test_an_ignored_override_fails_the_canary_and_rolls_back(
-    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, front: WorkerFront
+    release_env_ready: None,
+    release_project: Path,
+    cloudflare_api: FakeCloudflare,
+    front: WorkerFront,
+    healthy_traffic: None,
 ) -> None:
     cloudflare_api.seed(NATIVE)
     front.honour_overrides = False  # e.g. a propagation delay: the edge follows the split instead
@@ -770,7 +796,11 @@ def test_an_ignored_override_fails_the_canary_and_rolls_back(
 
 
 def test_a_rollback_that_fails_once_is_repeated_and_read_back(
-    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, front: WorkerFront
+    release_env_ready: None,
+    release_project: Path,
+    cloudflare_api: FakeCloudflare,
+    front: WorkerFront,
+    healthy_traffic: None,
 ) -> None:
     cloudflare_api.seed(NATIVE)
     front.honour_overrides = False  # the canary fails, so the release rolls back
@@ -802,7 +832,11 @@ def test_a_rollback_that_fails_once_is_repeated_and_read_back(
 
 
 def test_one_release_at_a_time_in_a_checkout(
-    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, front: WorkerFront
+    release_env_ready: None,
+    release_project: Path,
+    cloudflare_api: FakeCloudflare,
+    front: WorkerFront,
+    healthy_traffic: None,
 ) -> None:
     cloudflare_api.seed(NATIVE)
     artifacts = release_project / "artifacts"
@@ -818,7 +852,11 @@ def test_one_release_at_a_time_in_a_checkout(
 
 
 def test_secrets_after_a_failed_release_reach_the_next_version_and_failed_code_is_never_deployed(
-    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, front: WorkerFront
+    release_env_ready: None,
+    release_project: Path,
+    cloudflare_api: FakeCloudflare,
+    front: WorkerFront,
+    healthy_traffic: None,
 ) -> None:
     cloudflare_api.seed(NATIVE)
     front.honour_overrides = False
