@@ -851,6 +851,7 @@ def test_one_release_at_a_time_in_a_checkout(
     assert cloudflare_api.calls("POST") == []
 
 
+@pytest.mark.timeout(900)  # two production releases, one after the other
 def test_secrets_after_a_failed_release_reach_the_next_version_and_failed_code_is_never_deployed(
     release_env_ready: None,
     release_project: Path,
