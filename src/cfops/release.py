@@ -50,7 +50,7 @@ from cfops.records import DeployRecord, PerfRecord, read_object
 if TYPE_CHECKING:
     from cfops.cloudflare_api import Deployment
     from cfops.deploy import Worker
-from cfops.wrangler import require_credentials
+from cfops.wrangler import require_credentials, toolchain_versions
 
 Pipeline = Literal["local", "production", "proxy"]
 PIPELINES: tuple[Pipeline, ...] = ("local", "production", "proxy")
@@ -739,6 +739,8 @@ def summarize(ctx: Context, results: list[StepResult], started_at: str, duration
         "duration_seconds": round(duration, 3),
         "python": sys.executable,
         "release_id": ctx.state.release_id or None,
+        # The Node toolchain the steps' wrangler calls ran on (the pin, unless CFOPS_NODE said otherwise).
+        "toolchain": toolchain_versions(ctx.settings),
         "versions": {
             "new": ctx.state.new_version,
             "previous": ctx.state.old_version,
@@ -772,6 +774,13 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {SYMBOL[step['status']]} | {step['name']} | {step['duration_seconds']:.1f} s | {detail} |"
         )
+    tools = report.get("toolchain") or {}
+    if tools:
+        lines += [
+            "",
+            f"- toolchain: wrangler {tools.get('wrangler')} on Node {tools.get('node')} "
+            f"({tools.get('node_source')})",
+        ]
     versions = report["versions"]
     if versions["new"] or versions["rolled_back_to"]:
         lines += ["", f"- new version: `{versions['new']}`, previous: `{versions['previous']}`"]
