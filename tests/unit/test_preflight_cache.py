@@ -404,3 +404,33 @@ def test_two_preflights_at_once_leave_a_cache_the_next_run_reuses(
     assert all(b"warning" not in err for _, err in outputs)
     json.loads((pf_project / ".cfops-cache/preflight.json").read_text())
     assert cached_ids(preflight(pf_project, monkeypatch, capsys)) == {"native-bundle", "edge-contract"}
+
+
+def test_a_worker_configured_outside_the_worker_directory_is_an_input(pf_project: Path) -> None:
+    # The proxy's config and source at the project root: the root's files count, but not what the run
+    # writes there itself (artifacts, this cache), or nothing would ever be reused.
+    (pf_project / "wrangler.jsonc").write_text('{"name": "immcad-backend-proxy", "main": "edge.ts"}\n')
+    (pf_project / "edge.ts").write_text("export default {};\n")
+    pyproject = pf_project / "pyproject.toml"
+    moved = pyproject.read_text().replace(
+        'config = "backend-cloudflare/wrangler.backend-proxy.jsonc"', 'config = "wrangler.jsonc"'
+    )
+    assert moved != pyproject.read_text()
+    pyproject.write_text(moved)
+    first_and_second(pf_project, Counted())
+    (pf_project / "artifacts").mkdir(exist_ok=True)
+    (pf_project / "artifacts/preflight.json").write_text("{}")
+    assert remeasured(pf_project) == set()
+    (pf_project / "edge.ts").write_text("export default { fetch() {} };\n")
+    assert remeasured(pf_project) == set(ALL_CACHED)
+
+
+def test_another_environment_re_measures_only_the_check_that_imports_the_app(
+    pf_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `nox -s preflight` and the release's preflight run in different environments of the project: the
+    # wrangler checks and native-bundle do not depend on the installed packages, edge-contract does.
+    first_and_second(pf_project, Counted())
+    monkeypatch.setattr(sys, "executable", str(pf_project / "other-venv/bin/python"))
+    assert remeasured(pf_project) == {"edge-contract"}
+    assert remeasured(pf_project) == set()

@@ -8,7 +8,8 @@ A cached finding is stored under a key that digests every input its check reads:
   manifest: a file edited after the last sync, or with its mtime restored, still re-measures;
 - for the wrangler checks: the installed wrangler's version, the toolchain's lock digest, and the Node
   binary the wrangler child would run (resolved path, size, mtime) and the variables that steer it;
-- the measuring code and its Python: cfops's own source, the interpreter, the installed distributions;
+- the measuring code: cfops's own source, the zlib and Python version; for edge-contract, which builds
+  the app in a child of this interpreter, also the interpreter and its installed distributions;
 - the check's settings (the whole preflight table, the Worker settings, the sync excludes);
 - with the ``same-commit`` policy, the commit HEAD points at.
 
@@ -28,6 +29,7 @@ import shutil
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,17 +51,28 @@ FORMAT = 1
 _KEEP_PER_CHECK = 4
 _LOCK_TIMEOUT = 5.0
 
-Part = Literal["tree", "toolchain", "code", "settings", "commit"]
-# The cached checks, what they read, and the measurement without which a finding is not kept.
+Part = Literal["tree", "toolchain", "code", "python", "settings", "commit"]
+# The cached checks, what they read, and the measurement without which a finding is not kept. Only
+# edge-contract depends on the environment's packages (it builds the app with them): the others reuse a
+# finding measured from another of the project's environments (`nox -s preflight`'s for the release's).
 CACHED: dict[str, tuple[tuple[Part, ...], str]] = {
     "proxy-bundle": (("tree", "toolchain", "code", "settings"), "raw_bytes"),
     "startup": (("tree", "toolchain", "code", "settings"), "startup_cpu_ms"),
     "native-bundle": (("tree", "code", "settings"), "raw_bytes"),
-    "edge-contract": (("tree", "code", "settings"), "routes"),
+    "edge-contract": (("tree", "code", "python", "settings"), "routes"),
 }
 # Never digested: installed, generated, scratch, or holding secrets (a digest of a short secret would
 # be a brute-force target, and no cached check reads them).
-_SKIP_DIRS = {"node_modules", ".wrangler", "__pycache__", ".git", ".venv"}
+_SKIP_DIRS = {
+    "node_modules",
+    ".wrangler",
+    "__pycache__",
+    ".git",
+    ".venv",
+    ".nox",
+    ".mypy_cache",
+    ".ruff_cache",
+}
 _SKIP_FILES = (".dev.vars", ".env")
 _SKIP_SUFFIXES = (".pyc", ".pyo")
 # Variables of the environment that change what the wrangler children build or run.
@@ -266,11 +279,16 @@ def digest_files(files: Mapping[str, Path]) -> str:
     return total.hexdigest()
 
 
-def tree_files(directory: Path) -> dict[str, Path]:
-    """Every file under ``directory`` a cached check may read, by relative POSIX path."""
+def tree_files(directory: Path, skip: frozenset[Path] = frozenset()) -> dict[str, Path]:
+    """Every file under ``directory`` a cached check may read, by relative POSIX path (``skip``: what
+    the run itself writes, such as its artifacts and this cache)."""
     found: dict[str, Path] = {}
     for base, dirs, names in os.walk(directory):
-        dirs[:] = [d for d in dirs if d not in _SKIP_DIRS and not d.startswith(".sync-")]
+        dirs[:] = [
+            d
+            for d in dirs
+            if d not in _SKIP_DIRS and not d.startswith(".sync-") and Path(base, d) not in skip
+        ]
         for name in names:
             if name.startswith(_SKIP_FILES) or name.endswith(_SKIP_SUFFIXES) or name == ".DS_Store":
                 continue
@@ -282,10 +300,16 @@ def tree_files(directory: Path) -> dict[str, Path]:
 def _tree(ctx: Context) -> str | None:
     settings = ctx.settings
     files = {f"worker/{k}": v for k, v in tree_files(settings.worker_dir).items()}
-    # The configs and the allowlist count even when configured outside the Worker directory.
+    # The configs and the allowlist count even when configured outside the Worker directory, and so does
+    # the directory of a config kept elsewhere (its `main` and modules are found relative to it).
     for path in (settings.proxy.config, settings.native.config, settings.preflight.allowlist):
         if path.is_file():
             files[f"file:{path}"] = path
+    written = frozenset({settings.artifacts_dir, settings.preflight.cache_file.parent})
+    for config in (settings.proxy.config, settings.native.config):
+        if not config.parent.is_relative_to(settings.worker_dir) and config.parent.is_dir():
+            inside = tree_files(config.parent, written)
+            files.update({f"dir:{config.parent}/{k}": v for k, v in inside.items()})
     try:
         return digest_files(files)
     except OSError:
@@ -325,19 +349,24 @@ def _toolchain(ctx: Context) -> str | None:
 
 
 def _code(_ctx: Context) -> str | None:
-    """cfops's own source (the measuring code) and the Python and packages the probe imports."""
+    """cfops's own source (the measuring code), and the zlib that computes the gzip sizes."""
     package = Path(__file__).resolve().parents[1]
     files = {p.relative_to(package).as_posix(): p for p in package.rglob("*.py")}
+    try:
+        source = digest_files(files)
+    except OSError:
+        return None
+    return _sha(json.dumps([source, zlib.ZLIB_RUNTIME_VERSION, sys.version_info[:2]]))
+
+
+def _python(_ctx: Context) -> str | None:
+    """The interpreter and the installed distributions (edge-contract's child imports the app with them)."""
     installed: list[str] = []
     for entry in sys.path:
         site = Path(entry)
         if entry.endswith("-packages") and site.is_dir():
             installed += sorted(p.name for p in site.iterdir() if p.suffix in (".dist-info", ".egg-info"))
-    try:
-        source = digest_files(files)
-    except OSError:
-        return None
-    return _sha(json.dumps([source, sys.version, sys.executable, installed]))
+    return _sha(json.dumps([sys.version, sys.executable, installed]))
 
 
 def _settings(ctx: Context) -> str | None:
@@ -365,6 +394,7 @@ _PARTS: dict[Part, Callable[[Context], str | None]] = {
     "tree": _tree,
     "toolchain": _toolchain,
     "code": _code,
+    "python": _python,
     "settings": _settings,
     "commit": _commit,
 }
