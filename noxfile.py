@@ -211,6 +211,13 @@ def release(session: nox.Session) -> None:
     cfops(session, "release", *session.posargs)
 
 
+@nox.session(default=False, tags=["remote"])
+def recover(session: nox.Session) -> None:
+    """Finish an interrupted release: roll back to its stable version (default) or `-- --resume`."""
+    install(session, "dev,worker")
+    cfops(session, "recover", *session.posargs)
+
+
 @nox.session(default=False)
 def status(session: nox.Session) -> None:
     """Each Worker's current deployment (with credentials) and the last artifacts."""

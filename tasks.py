@@ -251,6 +251,12 @@ def release_proxy(
     )
 
 
+@task(help={"resume": "continue the interrupted release's stages (with canaries) instead of rolling back"})
+def recover(c: Context, resume: bool = False) -> None:
+    """Finish an interrupted release from its journal: roll back (default) or --resume (cfops recover)."""
+    nox(c, "recover", *_flags(resume=resume))
+
+
 @task
 def status(c: Context) -> None:
     """Current deployments (with credentials) and the last artifacts (cfops status)."""
@@ -295,6 +301,7 @@ ns = Collection(
     rollback,
     release,
     release_proxy,
+    recover,
     status,
     docs,
     lint,

@@ -3,9 +3,10 @@
     .nox/tests/bin/python benchmarks/deploy_overhead.py [--runs 3]
 
 Runs in a throw-away copy of the project (node_modules linked), so nothing of this checkout changes. For
-each run it prints the wall time and the number of API requests; at the end the medians. The difference is
-what cfops adds: the Python start-up, the look-up of the live version (one more wrangler call, which the
-deploy record needs as previous_version_id) and the artifact.
+each run it prints the wall time and the number of API requests; at the end the medians and the ratio
+(issue 15's goal: cfops deploy proxy <= 1.3 x bare wrangler deploy). Both run wrangler on the same Node
+(the pinned one). The difference is what cfops adds: the Python start-up, the live version's look-up
+(over httpx, no second Node process) and the artifact.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 from tests.conftest import _ignore_generated, clean_env, copy_project  # noqa: E402
 from tests.fakes.cloudflare_api import FakeCloudflare  # noqa: E402
+
+from cfops.config import load_settings  # noqa: E402
+from cfops.node import choice  # noqa: E402
 
 ORIGIN = "https://origin.example.com"
 
@@ -57,6 +61,11 @@ def main() -> int:
         project = project_copy(Path(tmp))
         env = clean_env(CFOPS_ROOT=str(project), IMMCAD_BACKEND_ORIGIN=ORIGIN, **api.wrangler_env())
         bare_env = {**env, "WRANGLER_SEND_METRICS": "false", "WRANGLER_HIDE_BANNER": "true"}
+        # The bare run gets the Node cfops runs wrangler on (the pinned one), first on PATH: wrangler's
+        # `#!/usr/bin/env node` would otherwise find the system's, which may be too old for it.
+        node = choice(load_settings(project, env))
+        if node is not None:
+            bare_env["PATH"] = os.pathsep.join([str(node.parent), bare_env.get("PATH", "")])
         wrangler = str(project / "backend-cloudflare/node_modules/.bin/wrangler")
         commands = {
             "wrangler deploy": (
@@ -85,6 +94,9 @@ def main() -> int:
         seconds = statistics.median(s for s, _ in samples)
         requests = statistics.median(r for _, r in samples)
         print(f"  {label:<20} {seconds:6.2f} s  {requests:4.0f} API requests")
+    medians = {label: statistics.median(s for s, _ in samples) for label, samples in results.items()}
+    ratio = medians["cfops deploy proxy"] / medians["wrangler deploy"]
+    print(f"  ratio cfops / bare    {ratio:6.2f}      (goal <= 1.3)")
     return 0
 
 

@@ -68,6 +68,33 @@ SECRET_NOT_DEPLOYED_CODES = frozenset({10214, 10215})
 # wrangler >= 4.1xx turns those codes from `secret bulk` into this message, without the code.
 SECRET_NOT_DEPLOYED_TEXT = "the latest version of your worker isn't currently deployed"  # noqa: S105
 AUTH_CODES = frozenset({10000, 10001, 9106, 9107, 9109})
+RATE_LIMIT_CODE = 971  # answered with HTTP 429 and a Retry-After header
+# Answers another attempt may not meet: rate limited, "An unknown error occurred" / internal error (what a
+# 5xx carries). Anything else (auth, validation, 10215) answers the same again.
+TRANSIENT_CODES = frozenset({RATE_LIMIT_CODE, 10013, 10002})
+# What wrangler prints when the connection itself failed (undici's errors), with no API code.
+_TRANSIENT_TEXT = (
+    "fetch failed",
+    "other side closed",
+    "socket hang up",
+    "econnreset",
+    "econnrefused",
+    "etimedout",
+    "und_err",
+    "bad gateway",
+    "service unavailable",
+    "gateway timeout",
+)
+
+
+def is_transient(code: int | None, text: str) -> bool:
+    """Whether a failed call may succeed when repeated: by its API code, or (without one) by the
+    connection error wrangler printed."""
+    if code is not None:
+        return code in TRANSIENT_CODES
+    lowered = text.lower()
+    return any(marker in lowered for marker in _TRANSIENT_TEXT)
+
 
 _ADVICE = {
     SIZE_CODE: "the Worker bundle is too large: run `cfops preflight` to see what makes it big",

@@ -39,6 +39,11 @@ COMMANDS: tuple[Command, ...] = (
         "cfops.analytics.command",
         "real traffic per version (Analytics Engine): check access, judge a stage, show a window",
     ),
+    Command(
+        "recover",
+        "cfops.recover",
+        "finish an interrupted release: roll back to its stable version, or --resume",
+    ),
     Command("status", "cfops.status", "each Worker's current deployment and the last artifacts"),
     Command("tscheck", "cfops.tscheck", "type-check the Worker's TypeScript (tsc --noEmit; part of lint)"),
     Command("docs", "cfops.docs", "write docs/configuration.md from the settings' own metadata (--check)"),

@@ -512,6 +512,15 @@ class DeploySettings:
     timeout: float = field(
         default=600.0, metadata=from_env("CFOPS_WRANGLER_TIMEOUT", help="seconds for one wrangler call")
     )
+    # Cloudflare calls that are safe to repeat (reads, splits, rollbacks) are tried at most this many
+    # times on a transient failure (connection lost, 5xx, 429), and none starts after this many seconds.
+    retry_attempts: int = field(
+        default=4, metadata=from_env("CFOPS_RETRY_ATTEMPTS", help="tries of a repeatable Cloudflare call")
+    )
+    retry_max_seconds: float = field(
+        default=60.0,
+        metadata=from_env("CFOPS_RETRY_MAX_SECONDS", help="no retry of a Cloudflare call starts after this"),
+    )
 
 
 InconclusivePolicy = Literal["fail", "pass"]

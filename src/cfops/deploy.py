@@ -13,6 +13,7 @@ import ipaddress
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -20,14 +21,16 @@ from pathlib import Path
 from typing import Any, Literal, cast, get_args
 from urllib.parse import urlsplit
 
-from cfops import cli, output, pyruntime
-from cfops.cloudflare import NOT_FOUND_CODE
+from cfops import cli, cloudflare_api, output, pyruntime, retry
+from cfops.cloudflare import RATE_LIMIT_CODE
+from cfops.cloudflare_api import Deployment, VersionInfo
 from cfops.config import NativeRunner, Settings
 from cfops.errors import CfopsError, CheckFailed, CommandFailed, ConfigError, MissingToolError, UsageError
 from cfops.report import write_json
 from cfops.sync import sync
 from cfops.wrangler import (
     WranglerFailed,
+    WranglerRun,
     pywrangler_problem,
     read_config,
     require_credentials,
@@ -156,74 +159,10 @@ def choose_runner(settings: Settings, requested: NativeRunner, *, dry_run: bool)
 # --------------------------------------------------------------------------- deployments & versions
 
 
-@dataclass(frozen=True)
-class Deployment:
-    id: str
-    created_on: str
-    traffic: dict[str, float]  # version id -> percentage
-    message: str = ""
-    source: str = ""
-
-    @property
-    def primary_version(self) -> str | None:
-        """The version serving most of the traffic (the only one, outside a gradual rollout)."""
-        return max(self.traffic, key=lambda v: self.traffic[v]) if self.traffic else None
-
-    @property
-    def stable_version(self) -> str | None:
-        return next((v for v, p in self.traffic.items() if p == 100), None)
-
-    @classmethod
-    def from_api(cls, data: dict[str, Any]) -> Deployment:
-        annotations = data.get("annotations") or {}
-        return cls(
-            id=str(data.get("id", "")),
-            created_on=str(data.get("created_on", "")),
-            traffic={str(v["version_id"]): float(v["percentage"]) for v in data.get("versions", [])},
-            message=str(annotations.get("workers/message") or ""),
-            source=str(annotations.get("workers/triggered_by") or data.get("source") or ""),
-        )
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    id: str
-    number: int | None
-    created_on: str
-    source: str
-    message: str
-    tag: str
-
-    @classmethod
-    def from_api(cls, data: dict[str, Any]) -> VersionInfo:
-        metadata = data.get("metadata") or {}
-        annotations = data.get("annotations") or {}
-        number = data.get("number")
-        return cls(
-            id=str(data.get("id", "")),
-            number=number if isinstance(number, int) else None,
-            created_on=str(metadata.get("created_on", "")),
-            source=str(annotations.get("workers/triggered_by") or metadata.get("source") or ""),
-            message=str(annotations.get("workers/message") or ""),
-            tag=str(annotations.get("workers/tag") or ""),
-        )
-
-
-def _listing(settings: Settings, t: Target, args: list[str]) -> Any:
-    """A ``--json`` listing; None when the Worker does not exist yet."""
-    require_credentials(settings, f"reading the deployments of {t.name}")
-    run = run_wrangler(settings, [*args, *config_args(settings, t), "--json"], check=False, show_output=False)
-    if not run.ok:
-        if run.error_code == NOT_FOUND_CODE:
-            return None
-        raise run.failure()
-    return run.json_output()
-
-
 def list_deployments(settings: Settings, worker: Worker) -> list[Deployment]:
-    """The Worker's recent deployments, oldest first (empty when it was never deployed)."""
-    data = _listing(settings, target(settings, worker), ["deployments", "list"]) or []
-    return sorted((Deployment.from_api(d) for d in data), key=lambda d: d.created_on)
+    """The Worker's recent deployments, oldest first (empty when it was never deployed); over httpx."""
+    t = target(settings, worker)
+    return cloudflare_api.client(settings, f"reading the deployments of {t.name}").deployments(t.name)
 
 
 def current_deployment(settings: Settings, worker: Worker) -> Deployment | None:
@@ -232,9 +171,9 @@ def current_deployment(settings: Settings, worker: Worker) -> Deployment | None:
 
 
 def list_versions(settings: Settings, worker: Worker) -> list[VersionInfo]:
-    """The Worker's recent versions, newest first."""
-    data = _listing(settings, target(settings, worker), ["versions", "list"]) or []
-    return sorted((VersionInfo.from_api(v) for v in data), key=lambda v: v.created_on, reverse=True)
+    """The Worker's recent versions, newest first; over httpx."""
+    t = target(settings, worker)
+    return cloudflare_api.client(settings, f"reading the versions of {t.name}").versions(t.name)
 
 
 def default_rollback_version(deployments: Sequence[Deployment]) -> str:
@@ -263,6 +202,7 @@ class VersionResult:
     preview_url: str | None
     command: tuple[str, ...]
     duration: float
+    tag: str | None = None  # the unique tag the upload carries (None for a dry run)
 
 
 @dataclass(frozen=True)
@@ -279,6 +219,7 @@ class DeployResult:
     duration: float
     started_at: str
     note: str = ""
+    tag: str | None = None  # versions strategy: the unique tag of the upload
 
 
 @dataclass(frozen=True)
@@ -299,6 +240,7 @@ class RollbackResult:
     previous_traffic: dict[str, float]
     command: tuple[str, ...]
     duration: float
+    verified: bool = False  # the deployment was read back at 100 % on version_id
 
 
 def write_artifact(settings: Settings, filename: str, data: dict[str, Any]) -> Path:
@@ -330,6 +272,35 @@ def _version_extra(
     return args
 
 
+def _repeatable(settings: Settings, what: str, args: list[str]) -> WranglerRun:
+    """A wrangler write that ends in the same state however often it runs (a split, a rollback to an
+    id): repeated on a transient failure within the retry policy; the last failure raised as it is."""
+
+    def once() -> WranglerRun:
+        try:
+            return run_wrangler(settings, args)
+        except WranglerFailed as exc:
+            if exc.transient:
+                wait = 1.0 if exc.code == RATE_LIMIT_CODE else None  # wrangler does not show Retry-After
+                raise retry.TransientError(str(exc), retry_after=wait) from exc
+            raise
+
+    try:
+        return retry.call(what, once, cloudflare_api.policy(settings))
+    except retry.TransientError as exc:
+        raise exc.__cause__ if isinstance(exc.__cause__, WranglerFailed) else exc from None
+
+
+def new_tag() -> str:
+    """A tag no other upload carries: how an upload is found again when its answer was lost."""
+    return f"cfops-{uuid.uuid4().hex[:12]}"
+
+
+def tagged_versions(settings: Settings, worker: Worker, tag: str) -> list[VersionInfo]:
+    """The versions carrying ``tag``, newest first (more than one: a retried upload landed twice)."""
+    return [v for v in list_versions(settings, worker) if v.tag == tag]
+
+
 def upload_version(
     settings: Settings,
     worker: Worker,
@@ -344,10 +315,15 @@ def upload_version(
 
     The native bundle must be synced first (``deploy`` does it); ``program`` is the runner (pywrangler
     or the pinned wrangler, the default). The proxy needs ``origin`` (validated by ``backend_origin``).
+
+    Never blindly repeated: every upload carries a unique ``tag``; when wrangler fails transiently (it
+    already retried the upload itself), the versions list tells whether one landed anyway, and only
+    when none did is the upload tried again. The id returned is one that carries the tag.
     """
     t = target(settings, worker)
     if not dry_run:
         require_credentials(settings, f"uploading a version of {t.name}", dry_run_hint=True)
+        tag = tag or new_tag()
     if worker == "proxy":
         origin = backend_origin(origin if origin is not None else settings.deploy.backend_origin)
     args = [
@@ -356,22 +332,53 @@ def upload_version(
         *config_args(settings, t),
         *_version_extra(t, origin, message, tag, direct=False),
     ]
-    run = run_wrangler(
-        settings, [*args, *(["--dry-run"] if dry_run else [])], program=program, offline=dry_run
-    )
-    event = run.event("version-upload") or {}
-    version_id = event.get("version_id")
-    if not dry_run and not version_id:
-        raise CfopsError(
-            f"wrangler versions upload reported no version id for {t.name} (no version-upload event)"
+    started = time.perf_counter()
+
+    def once() -> tuple[str | None, str | None, tuple[str, ...]]:
+        try:
+            run = run_wrangler(
+                settings, [*args, *(["--dry-run"] if dry_run else [])], program=program, offline=dry_run
+            )
+        except WranglerFailed as exc:
+            if dry_run or not exc.transient:
+                raise
+            assert tag is not None
+            landed = tagged_versions(settings, worker, tag)
+            if landed:
+                output.warn(
+                    f"the upload failed ({exc.code or 'connection'}) but version {landed[0].id} carrying tag "
+                    f"{tag} landed: it is the one this run uploaded"
+                )
+                return landed[0].id, None, tuple(output.redact(p) for p in ("wrangler", *args))
+            raise retry.TransientError(f"{exc} (no version with tag {tag} landed)") from exc
+        event = run.event("version-upload") or {}
+        found = event.get("version_id")
+        return (str(found) if found else None), (event.get("preview_url") or None), run.command
+
+    try:
+        version_id, preview_url, command = (
+            once() if dry_run else retry.call(f"uploading {t.name}", once, cloudflare_api.policy(settings))
         )
+    except retry.TransientError as exc:
+        raise exc.__cause__ if isinstance(exc.__cause__, WranglerFailed) else exc from None
+    if not dry_run:
+        if not version_id:
+            raise CfopsError(
+                f"wrangler versions upload reported no version id for {t.name} (no version-upload event)"
+            )
+        assert tag is not None
+        twins = [v.id for v in tagged_versions(settings, worker, tag) if v.id != version_id]
+        if twins:
+            # wrangler retried an upload whose answer was lost: the twin is identical and never deployed.
+            output.warn(f"tag {tag} also marks {', '.join(twins)} (wrangler's retried upload landed twice)")
     return VersionResult(
         worker=worker,
         name=t.name,
-        version_id=str(version_id) if version_id else None,
-        preview_url=event.get("preview_url") or None,
-        command=run.command,
-        duration=run.duration,
+        version_id=version_id,
+        preview_url=preview_url,
+        command=command,
+        duration=round(time.perf_counter() - started, 3),
+        tag=tag,
     )
 
 
@@ -403,7 +410,8 @@ def deploy_split(
     *,
     message: str | None = None,
 ) -> SplitResult:
-    """``wrangler versions deploy new@P old@100-P -y``, then re-read the deployment to confirm it."""
+    """``wrangler versions deploy new@P old@100-P -y`` (repeated on a transient failure: the same split
+    twice is the same state), then the deployment read back to confirm it."""
     t = target(settings, worker)
     traffic = split_traffic(new_version, old_version, percent)
     require_credentials(settings, f"deploying versions of {t.name}")
@@ -411,13 +419,15 @@ def deploy_split(
     args = ["versions", "deploy", *specs, *config_args(settings, t), "-y"]
     if message:
         args += ["--message", message]
-    run = run_wrangler(settings, args)
+    run = _repeatable(settings, f"deploying {' '.join(specs)}", args)
     event = run.event("version-deploy") or {}
     # wrangler 4.86 writes version_traffic as {} (a Map through JSON.stringify): confirm from the API.
-    current = current_deployment(settings, worker)
-    if current is None or current.traffic != traffic:
-        seen = current.traffic if current else "no deployment"
-        raise CheckFailed(f"{t.name}: asked for {traffic} but the current deployment is {seen}")
+    current = confirm_traffic(settings, worker, traffic)
+    if current is None:
+        raise CheckFailed(
+            f"{t.name}: asked for {traffic} but the current deployment does not show it; run "
+            f"`cfops versions --worker {worker}` and repeat the split"
+        )
     return SplitResult(
         worker=worker,
         name=t.name,
@@ -428,12 +438,38 @@ def deploy_split(
     )
 
 
+def confirm_traffic(settings: Settings, worker: Worker, traffic: dict[str, float]) -> Deployment | None:
+    """The current deployment once it shows ``traffic`` (re-read within the retry policy), else None."""
+    t = target(settings, worker)
+
+    def read() -> Deployment:
+        current = current_deployment(settings, worker)
+        if current is None or current.traffic != traffic:
+            seen = current.traffic if current else "no deployment"
+            raise retry.TransientError(f"{t.name} shows {seen}, not {traffic} yet")
+        return current
+
+    try:
+        return retry.call(f"reading back the deployment of {t.name}", read, cloudflare_api.policy(settings))
+    except retry.TransientError:
+        return None
+
+
+def rollback_hint(settings: Settings, worker: Worker, version_id: str) -> str:
+    """The exact command that puts the Worker back by hand."""
+    t = target(settings, worker)
+    config = " ".join(config_args(settings, t))
+    return f"cd {settings.worker_dir} && npx wrangler rollback {version_id} {config} -y"
+
+
 def rollback(
     settings: Settings, worker: Worker, version_id: str | None = None, *, message: str | None = None
 ) -> RollbackResult:
     """``wrangler rollback ID -y --message …``; without ID, the last version that had 100% of the traffic.
 
     The target is resolved here (not left to wrangler) so that the record names the version deployed.
+    Repeated on a transient failure, then verified: the deployment is read back until it shows 100 % on
+    the target (within the retry policy), else CheckFailed with the exact command to run by hand.
     Writes ``artifacts/rollback-<worker>.json``.
     """
     t = target(settings, worker)
@@ -447,16 +483,30 @@ def rollback(
     chosen = version_id or default_rollback_version(deployments)
     previous = deployments[-1].traffic
     note = message or f"cfops rollback of {t.worker} to {chosen[:8]}"
-    run = run_wrangler(
-        settings, ["rollback", chosen, *config_args(settings, t), "-y", "--message", note[:120]]
-    )
+    args = ["rollback", chosen, *config_args(settings, t), "-y", "--message", note[:120]]
+    try:
+        run = _repeatable(settings, f"rolling back {t.name} to {chosen}", args)
+    except WranglerFailed as exc:
+        raise WranglerFailed(
+            f"{exc}; to roll back by hand: {rollback_hint(settings, worker, chosen)}",
+            code=exc.code,
+            returncode=exc.returncode,
+            output_tail=exc.output_tail,
+        ) from None
+    if confirm_traffic(settings, worker, {chosen: 100.0}) is None:
+        raise CheckFailed(
+            f"{t.name}: the rollback to {chosen} is not confirmed (the deployment does not show it at 100%); "
+            f"check with `cfops versions --worker {worker}` and run by hand: "
+            f"{rollback_hint(settings, worker, chosen)}"
+        )
     result = RollbackResult(
         worker=worker,
         name=t.name,
         version_id=chosen,
         previous_traffic=previous,
         command=run.command,
-        duration=time.perf_counter() - started,
+        duration=round(time.perf_counter() - started, 3),
+        verified=True,
     )
     write_artifact(settings, f"rollback-{worker}.json", asdict(result))
     return result
@@ -476,6 +526,7 @@ def deploy(
     runner: NativeRunner | None = None,
     origin: str | None = None,
     message: str | None = None,
+    tag: str | None = None,
     sync_first: bool = True,
 ) -> DeployResult:
     """Deploy one Worker and record it in ``artifacts/deploy-<worker>.json``.
@@ -511,7 +562,10 @@ def deploy(
     output.info(
         f"{verb} {t.name} ({strategy}, {chosen.name})" + (f", live version {previous}" if previous else "")
     )
+    if strategy == "versions" and not dry_run:
+        tag = tag or new_tag()
     record: dict[str, Any] = {
+        "tag": tag,
         "worker": worker,
         "name": t.name,
         "strategy": strategy,
@@ -540,8 +594,15 @@ def deploy(
             command = run.command
         else:
             uploaded = upload_version(
-                settings, worker, origin=origin, message=message, dry_run=dry_run, program=chosen.program
+                settings,
+                worker,
+                origin=origin,
+                message=message,
+                tag=tag,
+                dry_run=dry_run,
+                program=chosen.program,
             )
+            tag = uploaded.tag
             version_id, urls = uploaded.version_id, tuple(u for u in (uploaded.preview_url,) if u)
             command = uploaded.command
     except CommandFailed as exc:  # wrangler failed (WranglerFailed: with its error code) or timed out
@@ -569,6 +630,7 @@ def deploy(
         duration=round(time.perf_counter() - started, 3),
         started_at=started_at,
         note=chosen.note,
+        tag=tag if strategy == "versions" else None,
     )
     write_artifact(settings, artifact_name(worker, dry_run=dry_run), {**asdict(result), "ok": True})
     return result
@@ -587,6 +649,9 @@ def main(argv: Sequence[str]) -> int:
     cli.settings_flags(parser, "deploy", only=("native_runner", "backend_origin"))
     parser.add_argument("--message", default=None, help="annotation for the new version/deployment")
     parser.add_argument("--no-sync", action="store_true", help="native only: upload the bundle as it is")
+    parser.add_argument(
+        "--tag", default=None, help="versions strategy: the upload's unique tag (default: a new one)"
+    )
     args = parser.parse_args(argv)
     worker = cast(Worker, args.worker)
     flags = cli.flags_of(args)
@@ -601,6 +666,7 @@ def main(argv: Sequence[str]) -> int:
         strategy=cast(Strategy, args.strategy),
         dry_run=args.dry_run,
         message=args.message,
+        tag=args.tag,
         sync_first=not args.no_sync,
     )
     artifact = settings.artifacts_dir / artifact_name(worker, dry_run=args.dry_run)

@@ -18,12 +18,17 @@ Every step runs one command (``python -m cfops.<command> …``, the same entry p
 call) and the steps talk through the JSON artifacts those commands write. ``--dry-run`` prints the plan
 with the exact commands and runs only what changes nothing remote (the bundle and validation of the
 upload). The report goes to ``artifacts/release.json`` and ``release.md`` (and $GITHUB_STEP_SUMMARY).
+
+A production release also keeps a journal of its transitions (cfops.journal), holds the checkout's
+release lock, and refuses to start (exit 2) while the last release is unfinished or the live deployment
+splits traffic: ``invoke recover`` (cfops.recover) finishes or undoes it first. Each perf step records
+which Worker version answered (x-immcad-version); the canary fails unless every answer came from the new
+version. A stage may carry extra checks (``Step.checks``): the hook for per-stage analysis.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import shlex
 import signal
 import sys
@@ -33,12 +38,18 @@ from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-from cfops import cli, output, procs
+from cfops import cli, journal, output, procs
 from cfops import report as artifacts
 from cfops.config import Settings, with_deferred_env
 from cfops.errors import CfopsError, UsageError
+from cfops.journal import Entry
+from cfops.records import DeployRecord, PerfRecord, read_object
+
+if TYPE_CHECKING:
+    from cfops.cloudflare_api import Deployment
+    from cfops.deploy import Worker
 from cfops.wrangler import require_credentials, toolchain_versions
 
 Pipeline = Literal["local", "production", "proxy"]
@@ -80,20 +91,51 @@ class Options:
 
 
 @dataclass
+class ReleaseState:
+    """What a run learns as it goes (and what a plan shows as placeholders until then)."""
+
+    release_id: str = ""  # also the upload's tag, so a lost upload can be found
+    base_url: str = ""  # production: where the canary and stage smokes send their requests
+    origin: str = ""  # proxy: the container origin
+    proxy_url: str = ""  # proxy: where the deployed proxy answers
+    proxy_port: int = 0  # local: the rehearsal's stack
+    backend_port: int = 0
+    new_version: str | None = None
+    old_version: str | None = None
+    rolled_back_to: str | None = None
+    rollback_failed: bool = False
+    # When each stage's split was asked for (time.monotonic()): where its analysis window starts.
+    stage_started: dict[float, float] = field(default_factory=dict)
+
+
+@dataclass
 class Context:
     settings: Settings
     options: Options
     stack: ExitStack = field(default_factory=ExitStack)
-    values: dict[str, Any] = field(default_factory=dict)
-    canary: dict[str, dict[str, Any]] = field(default_factory=dict)
+    state: ReleaseState = field(default_factory=ReleaseState)
+    perf: dict[str, PerfRecord] = field(default_factory=dict)
     # Each stage's analysis record (cfops.analytics: old vs new, verdict, reason), by step name.
     analysis: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Set once a new version exists remotely: from then on a failure rolls back.
     rollback_to: str | None = None
     rollback_worker: str = "native"
+    # A production release records each transition (cfops.journal); the rehearsal and dry runs do not.
+    journaled: bool = False
 
     def artifact(self, name: str) -> Path:
         return self.settings.artifacts_dir / name
+
+    def record(self, event: journal.Event, **fields: Any) -> None:
+        if self.journaled:
+            entry = Entry(release=self.state.release_id, event=event, worker=self.rollback_worker, **fields)
+            journal.record(self.settings.artifacts_dir, entry)
+
+
+@dataclass(frozen=True)
+class Skip:
+    reason: str
+    quiet: bool = False  # asked for (--skip-tests): no warning
 
 
 @dataclass(frozen=True)
@@ -101,8 +143,13 @@ class Step:
     name: str
     # The exact command; placeholders (NEW_VERSION_ID) where only a real run knows the value.
     command: Callable[[Context], list[str]]
-    skip: Callable[[Context], str | None] = lambda ctx: None
+    skip: Callable[[Context], Skip | None] = lambda ctx: None
+    before: Callable[[Context], None] = lambda ctx: None  # journal the intent of a remote change
     after: Callable[[Context], str | None] = lambda ctx: None  # read the artifacts the command wrote
+    # Extra checks once ``after`` has read the step's artifacts (per-stage analysis plugs in here): each
+    # returns None when it passes, or the one line that fails the step (and so rolls the release back).
+    checks: tuple[Callable[[Context], str | None], ...] = ()
+    stage: float | None = None  # the new version's traffic share this step runs at (perf steps)
     # The command run by --dry-run instead of nothing (it must change nothing remote).
     dry_command: Callable[[Context], list[str]] | None = None
     # A long-running service instead of a command: started, health-checked, owned by the context.
@@ -140,43 +187,47 @@ def shown(argv: Sequence[str]) -> str:
     return output.redact(shlex.join(parts))
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise StepFailed(f"expected artifact {path.name} is missing or unreadable: {exc}") from None
-    if not isinstance(data, dict):
-        raise StepFailed(f"artifact {path.name} is not a JSON object")
-    return data
-
-
 def _perf_step(
-    name: str, url: Callable[[Context], str], artifact: str, *, version: bool = False, closes: bool = False
+    name: str,
+    url: Callable[[Context], str],
+    artifact: str,
+    *,
+    version: bool = False,
+    closes: bool = False,
+    stage: float | None = None,
 ) -> Step:
-    """A perf smoke whose numbers land in the report's canary section."""
+    """A perf smoke whose numbers, and the answers by version, land in the report's perf section.
+
+    With ``version`` it is the canary: the override header names the new version, and perf fails it
+    unless every answer came from that version (x-immcad-version)."""
 
     def command(ctx: Context) -> list[str]:
         args = ["--base-url", url(ctx), "--json", str(ctx.artifact(artifact))]
         if version:
-            args += ["--version-id", str(ctx.values.get("new_version", NEW))]
+            args += ["--version-id", ctx.state.new_version or NEW]
         return cfops("perf", *args)
 
     def after(ctx: Context) -> str:
-        data = _read_json(ctx.artifact(artifact))
-        latency = data.get("stats", {}).get("latency_ms") or {}
-        verdict = data.get("verdict", {})
-        ctx.canary[name] = {
-            "p50_ms": latency.get("p50"),
-            "p95_ms": latency.get("p95"),
-            "p99_ms": latency.get("p99"),
-            "requests": data.get("stats", {}).get("requests"),
-            "error_rate": data.get("stats", {}).get("error_rate"),
-            "passed": verdict.get("passed"),
-            "verdict": verdict.get("line") or verdict.get("text"),
-        }
-        return f"p95 {latency.get('p95', '?')} ms over {ctx.canary[name]['requests']} requests"
+        record = PerfRecord.read(ctx.artifact(artifact))
+        ctx.perf[name] = record
+        if ctx.journaled and record.passed:
+            answers = record.answers_by_version
+            if version:
+                ctx.record("canary", new=ctx.state.new_version, answers=answers, detail=record.verdict)
+            elif stage is not None:
+                ctx.record("stage", percent=stage, answers=answers, detail=record.verdict)
+        p95 = "?" if record.p95_ms is None else f"{record.p95_ms:g}"
+        return f"p95 {p95} ms over {record.requests} requests; answers by version: {record.answers()}"
 
-    return Step(name, command, after=after, env=_local_token, closes_services=closes, artifact=artifact)
+    return Step(
+        name,
+        command,
+        after=after,
+        env=_local_token,
+        closes_services=closes,
+        artifact=artifact,
+        stage=stage if not version else 0.0,
+    )
 
 
 def _local_token(ctx: Context) -> dict[str, str]:
@@ -194,7 +245,7 @@ def _tests_step() -> Step:
     return Step(
         "tests",
         lambda ctx: [sys.executable, "-m", "pytest", "tests", "-q", "-p", "no:cacheprovider"],
-        skip=lambda ctx: "--skip-tests" if ctx.options.skip_tests else None,
+        skip=lambda ctx: Skip("--skip-tests", quiet=True) if ctx.options.skip_tests else None,
     )
 
 
@@ -209,15 +260,15 @@ def _preflight_step(*args: str) -> Step:
 
 
 def local_steps(ctx: Context) -> list[Step]:
-    port = ctx.values.setdefault("proxy_port", procs.free_port())
-    backend_port = ctx.values.setdefault("backend_port", procs.free_port())
+    ctx.state.proxy_port = port = ctx.state.proxy_port or procs.free_port()
+    ctx.state.backend_port = backend_port = ctx.state.backend_port or procs.free_port()
     proxy_url = f"http://127.0.0.1:{port}"
 
-    def no_engine(ctx: Context) -> str | None:
+    def no_engine(ctx: Context) -> Skip | None:
         from cfops.image import engine_problem
 
         problem = engine_problem(ctx.settings)
-        return f"no Docker Engine answers ({problem})" if problem else None
+        return Skip(f"no Docker Engine answers ({problem})") if problem else None
 
     origin = ctx.options.origin or ctx.settings.deploy.backend_origin or ctx.settings.release.rehearsal_origin
     # sync comes first: preflight checks the synced bundle (its sync and native-bundle checks), and a
@@ -264,7 +315,7 @@ def _fresh_points(ctx: Context) -> list[str]:
 def _record_analysis(ctx: Context, name: str, artifact: str) -> str:
     from cfops.analytics.command import summary_line
 
-    record = _read_json(ctx.artifact(artifact))
+    record = read_object(ctx.artifact(artifact))
     ctx.analysis[name] = record
     return summary_line(record)
 
@@ -282,14 +333,12 @@ def _rehearsal_analysis_step() -> Step:
             "--json",
             str(ctx.artifact(artifact)),
         ),
-        skip=lambda ctx: None if ctx.settings.release.gates.enabled else "analysis disabled (gates.enabled)",
+        skip=lambda ctx: (
+            None if ctx.settings.release.gates.enabled else Skip("analysis disabled (gates.enabled)")
+        ),
         after=lambda ctx: _record_analysis(ctx, name, artifact),
         artifact=artifact,
     )
-
-
-def _stage_key(percent: float) -> str:
-    return f"stage_started:{percent:g}"
 
 
 def _analysis_step(percent: float, previous: float | None) -> Step:
@@ -297,11 +346,11 @@ def _analysis_step(percent: float, previous: float | None) -> Step:
     name, artifact = f"analysis at {percent:g} %", f"analysis-{percent:g}.json"
 
     def command(ctx: Context) -> list[str]:
-        started = ctx.values.get(_stage_key(percent))
-        ago = max(time.monotonic() - started, 0.0) if isinstance(started, float) else 0.0
-        args = ["--new", str(ctx.values.get("new_version", NEW)), "--percent", f"{percent:g}"]
-        if ctx.values.get("old_version"):
-            args += ["--old", str(ctx.values["old_version"])]
+        started = ctx.state.stage_started.get(percent)
+        ago = max(time.monotonic() - started, 0.0) if started is not None else 0.0
+        args = ["--new", ctx.state.new_version or NEW, "--percent", f"{percent:g}"]
+        if ctx.state.old_version:
+            args += ["--old", ctx.state.old_version]
         args += ["--started-ago", f"{ago:.3f}", "--json", str(ctx.artifact(artifact))]
         args += ["--soak", f"{ctx.settings.release.soak_seconds:g}"]
         if previous is not None:
@@ -312,28 +361,35 @@ def _analysis_step(percent: float, previous: float | None) -> Step:
     return Step(
         name,
         command,
-        skip=lambda ctx: None if ctx.settings.release.gates.enabled else "analysis disabled (gates.enabled)",
+        skip=lambda ctx: (
+            None if ctx.settings.release.gates.enabled else Skip("analysis disabled (gates.enabled)")
+        ),
         after=lambda ctx: _record_analysis(ctx, name, artifact),
         artifact=artifact,
     )
 
 
 def _upload_after(ctx: Context) -> str:
-    record = _read_json(ctx.artifact("deploy-native.json"))
-    ctx.values["new_version"] = record.get("version_id")
-    ctx.values["old_version"] = record.get("previous_version_id")
-    if not ctx.values["new_version"]:
+    record = DeployRecord.read(ctx.artifact("deploy-native.json"))
+    ctx.state.new_version, ctx.state.old_version = record.version_id, record.previous_version_id
+    if not record.version_id:
         raise StepFailed("the upload recorded no version id")
     ctx.rollback_worker = "native"
-    if ctx.values["old_version"]:
-        ctx.rollback_to = ctx.values["old_version"]
-    return f"new version {ctx.values['new_version']} (live: {ctx.values['old_version'] or 'none'})"
+    if record.previous_version_id:
+        ctx.rollback_to = record.previous_version_id
+    ctx.record("uploaded", new=record.version_id, stable=record.previous_version_id, tag=record.tag)
+    return f"new version {record.version_id} (live: {record.previous_version_id or 'none'})"
 
 
-def _split(percent: float) -> Step:
+def _traffic(ctx: Context, percent: float) -> dict[str, float]:
+    new, old = ctx.state.new_version or NEW, ctx.state.old_version
+    return {new: 100.0} if percent == 100 or not old else {new: percent, old: 100.0 - percent}
+
+
+def split_step(percent: float) -> Step:
     def command(ctx: Context) -> list[str]:
-        new = str(ctx.values.get("new_version", NEW))
-        old = ctx.values.get("old_version", OLD)
+        new = ctx.state.new_version or NEW
+        old = ctx.state.old_version if ctx.state.new_version else OLD
         args = ["--worker", "native", "--new", new, "--percent", f"{percent:g}"]
         if percent < 100:
             if not old:
@@ -343,16 +399,63 @@ def _split(percent: float) -> Step:
                 )
             args += ["--old", str(old)]
         # The stage's analysis window starts here (a monotonic time: immune to the runner's clock).
-        ctx.values[_stage_key(percent)] = time.monotonic()
+        ctx.state.stage_started[percent] = time.monotonic()
         return cfops("promote", *args)
 
+    def before(ctx: Context) -> None:
+        ctx.record("splitting", new=ctx.state.new_version, traffic=_traffic(ctx, percent), percent=percent)
+
+    def after(ctx: Context) -> None:
+        ctx.record("split", new=ctx.state.new_version, traffic=_traffic(ctx, percent), percent=percent)
+
     label = "split new@0 old@100" if percent == 0 else f"promote to {percent:g} %"
-    return Step(label, command)
+    return Step(label, command, before=before, after=after)
+
+
+def _upload_step(ctx: Context) -> Step:
+    message = ctx.options.message or "cfops release"
+
+    def command(ctx: Context) -> list[str]:
+        args = ["deploy", "native", "--strategy", "versions", "--no-sync", "--message", message]
+        return cfops(*args, "--tag", ctx.state.release_id or "RELEASE_ID")
+
+    def before(ctx: Context) -> None:
+        ctx.record("uploading", tag=ctx.state.release_id)
+
+    return Step(
+        "upload version",
+        command,
+        before=before,
+        after=_upload_after,
+        dry_command=lambda ctx: cfops("deploy", "native", "--strategy", "versions", "--no-sync", "--dry-run"),
+        artifact="deploy-native.json",
+    )
+
+
+def smoke_step(ctx: Context, percent: float) -> Step:
+    """The perf smoke of a stage: it records the split it saw, by version."""
+    base_url = ctx.state.base_url
+    return _perf_step(
+        f"perf smoke at {percent:g} %", lambda ctx: base_url, f"perf-{percent:g}.json", stage=percent
+    )
+
+
+def stage_steps(ctx: Context, stages: Sequence[float], previous: float | None = None) -> list[Step]:
+    """Per stage: the split, its smoke, and its analysis (by each version's real traffic, against the
+    stage before as the baseline)."""
+    steps: list[Step] = []
+    for percent in stages:
+        steps += [split_step(percent), smoke_step(ctx, percent), _analysis_step(percent, previous)]
+        previous = percent
+    return steps
+
+
+def canary_step(ctx: Context) -> Step:
+    base_url = ctx.state.base_url
+    return _perf_step("canary (new version only)", lambda ctx: base_url, "perf-canary.json", version=True)
 
 
 def production_steps(ctx: Context) -> list[Step]:
-    base_url = ctx.values["base_url"]
-    message = ctx.options.message or "cfops release"
     steps = [
         # Local only (no remote state), so a dry run syncs too: the upload's dry run bundles the result.
         Step("sync", lambda ctx: cfops("sync", "--vendor"), dry_command=lambda ctx: cfops("sync")),
@@ -363,53 +466,33 @@ def production_steps(ctx: Context) -> list[Step]:
             "analytics access",
             lambda ctx: cfops("analytics", "check"),
             skip=lambda ctx: (
-                None if ctx.settings.release.gates.enabled else "analysis disabled (gates.enabled)"
+                None if ctx.settings.release.gates.enabled else Skip("analysis disabled (gates.enabled)")
             ),
         ),
         _tests_step(),
         Step("secrets", lambda ctx: cfops("secrets", "--worker", "native")),
-        Step(
-            "upload version",
-            lambda ctx: cfops(
-                "deploy", "native", "--strategy", "versions", "--no-sync", "--message", message
-            ),
-            after=_upload_after,
-            dry_command=lambda ctx: cfops(
-                "deploy", "native", "--strategy", "versions", "--no-sync", "--dry-run"
-            ),
-        ),
-        _split(0),
-        _perf_step("canary (new version only)", lambda ctx: base_url, "perf-canary.json", version=True),
+        _upload_step(ctx),
+        split_step(0),
+        canary_step(ctx),
     ]
-    previous: float | None = None
-    for percent in ctx.options.stages:
-        steps.append(_split(percent))
-        steps.append(
-            _perf_step(f"perf smoke at {percent:g} %", lambda ctx: base_url, f"perf-{percent:g}.json")
-        )
-        steps.append(_analysis_step(percent, previous))
-        previous = percent
-    return steps
+    return steps + stage_steps(ctx, ctx.options.stages)
 
 
 def proxy_steps(ctx: Context) -> list[Step]:
-    origin = ctx.values["origin"]
+    origin = ctx.state.origin
 
     def deployed(ctx: Context) -> str:
-        record = _read_json(ctx.artifact("deploy-proxy.json"))
-        ctx.values["new_version"] = record.get("version_id")
-        ctx.values["old_version"] = record.get("previous_version_id")
+        record = DeployRecord.read(ctx.artifact("deploy-proxy.json"))
+        ctx.state.new_version, ctx.state.old_version = record.version_id, record.previous_version_id
         ctx.rollback_worker = "proxy"
-        ctx.rollback_to = record.get("previous_version_id")
-        urls = record.get("urls") or []
-        if not ctx.values.get("proxy_url") and urls:
-            ctx.values["proxy_url"] = urls[0]
-        return f"version {ctx.values['new_version']} at 100 % (was {ctx.values['old_version'] or 'none'})"
+        ctx.rollback_to = record.previous_version_id
+        if not ctx.state.proxy_url and record.urls:
+            ctx.state.proxy_url = record.urls[0]
+        return f"version {record.version_id} at 100 % (was {record.previous_version_id or 'none'})"
 
     def url(ctx: Context) -> str:
-        found = ctx.values.get("proxy_url")
-        if found:
-            return str(found)
+        if ctx.state.proxy_url:
+            return ctx.state.proxy_url
         if ctx.options.dry_run:
             return "PROXY_URL"
         raise StepFailed("the deploy recorded no URL for the proxy: pass --proxy-url or set IMMCAD_PROXY_URL")
@@ -455,7 +538,7 @@ def prepare(settings: Settings, options: Options) -> Context:
             raise UsageError(
                 "the canary needs the native Worker's URL: pass --base-url or set IMMCAD_API_BASE_URL"
             )
-        ctx.values["base_url"] = base_url or "BASE_URL"
+        ctx.state.base_url = base_url or "BASE_URL"
         stages = options.stages or settings.release.stages
         if (
             not stages
@@ -472,9 +555,8 @@ def prepare(settings: Settings, options: Options) -> Context:
     if options.pipeline == "proxy":
         from cfops.deploy import backend_origin
 
-        ctx.values["origin"] = backend_origin(options.origin or settings.deploy.backend_origin)
-        if options.proxy_url or settings.release.proxy_url:
-            ctx.values["proxy_url"] = options.proxy_url or settings.release.proxy_url
+        ctx.state.origin = backend_origin(options.origin or settings.deploy.backend_origin)
+        ctx.state.proxy_url = options.proxy_url or settings.release.proxy_url
         if not options.dry_run:
             require_credentials(settings, "a proxy release", dry_run_hint=True)
     return ctx
@@ -542,11 +624,11 @@ def execute(ctx: Context, steps: list[Step], results: list[StepResult]) -> None:
         for step, result in zip(steps, results, strict=True):
             started = time.perf_counter()
             try:
-                reason = step.skip(ctx)
-                if reason:
-                    result.status, result.detail = "skipped", reason
-                    if reason != "--skip-tests":
-                        output.warn(f"{step.name} skipped: {reason}")
+                skip = step.skip(ctx)
+                if skip is not None:
+                    result.status, result.detail = "skipped", skip.reason
+                    if not skip.quiet:
+                        output.warn(f"{step.name} skipped: {skip.reason}")
                     _line(result)
                     continue
                 argv = (step.dry_command or step.command)(ctx) if dry else step.command(ctx)
@@ -564,8 +646,14 @@ def execute(ctx: Context, steps: list[Step], results: list[StepResult]) -> None:
                         _start_service(ctx, argv, step)
                         result.detail = f"serving {step.service_url(ctx)}"
                     else:
+                        if not dry:
+                            step.before(ctx)
                         last = _run_command(ctx, argv, step)
                         result.detail = (step.after(ctx) if not dry else "") or last
+                        for check in () if dry else step.checks:
+                            problem = check(ctx)
+                            if problem:
+                                raise StepFailed(problem)
                 result.status = "ok"
             except KeyboardInterrupt:
                 result.status, result.detail = "interrupted", "interrupted (Ctrl-C / SIGTERM)"
@@ -604,14 +692,20 @@ def _roll_back(ctx: Context, results: list[StepResult], failed_step: str, *, int
     why = "interrupted" if interrupted else "failed"
     output.warn(f"{failed_step} {why} after the upload: rolling back to {ctx.rollback_to}")
     started = time.perf_counter()
+    ctx.record("rolling-back", stable=ctx.rollback_to, detail=f"{failed_step} {why}")
     try:
+        # cfops rollback repeats a transient failure and reads the deployment back before it says ok.
         _run_command(ctx, argv, Step("rollback", lambda c: argv))
-        entry.status, entry.detail = "ok", f"back on {ctx.rollback_to}"
-        ctx.values["rolled_back_to"] = ctx.rollback_to
+        entry.status, entry.detail = "ok", f"back on {ctx.rollback_to} (read back at 100 %)"
+        ctx.state.rolled_back_to = ctx.rollback_to
+        ctx.record("rolled-back", stable=ctx.rollback_to)
     except CfopsError as exc:
-        entry.status, entry.detail = "failed", f"ROLLBACK FAILED: {exc}; run `nox -s rollback` by hand"
+        ctx.state.rollback_failed = True
+        entry.status, entry.detail = "failed", f"ROLLBACK FAILED: {exc}; run `invoke recover`"
+        ctx.record("rollback-failed", stable=ctx.rollback_to, detail=str(exc))
     except KeyboardInterrupt:
-        entry.status, entry.detail = "interrupted", "rollback interrupted: run `nox -s rollback` by hand"
+        ctx.state.rollback_failed = True
+        entry.status, entry.detail = "interrupted", "rollback interrupted: run `invoke recover`"
     entry.duration = round(time.perf_counter() - started, 3)
     _line(entry)
 
@@ -644,14 +738,16 @@ def summarize(ctx: Context, results: list[StepResult], started_at: str, duration
         "started_at": started_at,
         "duration_seconds": round(duration, 3),
         "python": sys.executable,
+        "release_id": ctx.state.release_id or None,
         # The Node toolchain the steps' wrangler calls ran on (the pin, unless CFOPS_NODE said otherwise).
         "toolchain": toolchain_versions(ctx.settings),
         "versions": {
-            "new": ctx.values.get("new_version"),
-            "previous": ctx.values.get("old_version"),
-            "rolled_back_to": ctx.values.get("rolled_back_to"),
+            "new": ctx.state.new_version,
+            "previous": ctx.state.old_version,
+            "rolled_back_to": ctx.state.rolled_back_to,
         },
-        "canary": ctx.canary,
+        # Every perf step: latency, verdict and which version gave how many answers.
+        "canary": {name: dataclasses.asdict(record) for name, record in ctx.perf.items()},
         "analysis": ctx.analysis,
         "steps": [
             {
@@ -693,12 +789,13 @@ def markdown(report: dict[str, Any]) -> str:
     if report["canary"]:
         lines += [
             "",
-            "| perf step | p50 ms | p95 ms | p99 ms | error rate | passed |",
-            "| --- | --- | --- | --- | --- | --- |",
+            "| perf step | p50 ms | p95 ms | p99 ms | error rate | passed | answers by version |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
         ]
         for name, c in report["canary"].items():
             cells = [name, *(str(c[k]) for k in ("p50_ms", "p95_ms", "p99_ms", "error_rate", "passed"))]
-            lines.append("| " + " | ".join(cells) + " |")
+            answers = ", ".join(f"`{v}` {n}" for v, n in (c.get("answers_by_version") or {}).items())
+            lines.append("| " + " | ".join([*cells, answers or "none"]) + " |")
     lines += analysis_table(report.get("analysis") or {})
     if report["stopped_at"]:
         lines += ["", f"Stopped at **{report['stopped_at']}**."]
@@ -749,10 +846,33 @@ def write_report(settings: Settings, report: dict[str, Any]) -> Path:
     return path
 
 
-def release(settings: Settings, options: Options) -> dict[str, Any]:
-    """Run one pipeline and write its report, also when it fails or is interrupted."""
-    ctx = prepare(settings, options)
-    steps = STEPS[options.pipeline](ctx)
+def refuse_unfinished(settings: Settings, worker: Worker) -> Deployment | None:
+    """Exit 2 while the last release is unfinished or the live deployment splits traffic; returns the
+    live deployment otherwise (so a second release on the same Worker cannot start blind)."""
+    from cfops.deploy import current_deployment
+
+    last = journal.last_release(settings.artifacts_dir)
+    if last is not None and not last.finished:
+        raise UsageError(
+            f"release {last.release} stopped {last.where()} and is unfinished: run `invoke recover` to roll "
+            "back to its stable version (or `invoke recover --resume` to continue it) before a new release"
+        )
+    live = current_deployment(settings, worker)
+    if live is not None and len(live.traffic) > 1:
+        shares = ", ".join(f"{v}@{p:g}" for v, p in live.traffic.items())
+        raise UsageError(
+            f"the live deployment of {target_name(settings, worker)} splits traffic ({shares}): another "
+            "release is running or was cut short; run `invoke recover` before a new release"
+        )
+    return live
+
+
+def target_name(settings: Settings, worker: Worker) -> str:
+    return settings.native.name if worker == "native" else settings.proxy.name
+
+
+def run_pipeline(ctx: Context, steps: list[Step]) -> dict[str, Any]:
+    """Run ``steps`` and write the report, also when they fail or are interrupted; journal the end."""
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.perf_counter()
     results: list[StepResult] = []
@@ -761,8 +881,33 @@ def release(settings: Settings, options: Options) -> dict[str, Any]:
     finally:
         # Also on Ctrl-C / SIGTERM: the report says where the pipeline stopped.
         report = summarize(ctx, results, started_at, time.perf_counter() - started)
-        write_report(settings, report)
+        write_report(ctx.settings, report)
+        if not ctx.state.rollback_failed:  # otherwise it stays unfinished: `invoke recover` takes over
+            outcome = "rolled back" if ctx.state.rolled_back_to else str(report["result"])
+            ctx.record("done", outcome=outcome, new=ctx.state.new_version)
     return report
+
+
+def release(settings: Settings, options: Options) -> dict[str, Any]:
+    """Run one pipeline and write its report, also when it fails or is interrupted."""
+    ctx = prepare(settings, options)
+    if options.pipeline == "local" or options.dry_run:
+        return run_pipeline(ctx, STEPS[options.pipeline](ctx))
+    from cfops.deploy import new_tag
+
+    with journal.release_lock(settings.artifacts_dir, "starting a release"):
+        if options.pipeline == "proxy":
+            return run_pipeline(ctx, STEPS[options.pipeline](ctx))
+        live = refuse_unfinished(settings, "native")
+        ctx.journaled = True
+        ctx.state.release_id = new_tag()
+        ctx.record(
+            "started",
+            stable=live.stable_version if live else None,
+            stages=ctx.options.stages,
+            base_url=ctx.state.base_url,
+        )
+        return run_pipeline(ctx, STEPS[options.pipeline](ctx))
 
 
 # ------------------------------------------------------------------------------------------- command

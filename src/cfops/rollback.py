@@ -1,6 +1,8 @@
 """`cfops rollback`: put a Worker back on an earlier version (default: the last one that had 100%).
 
-Runs `wrangler rollback ID -y --message …` and writes ``artifacts/rollback-<worker>.json``.
+Runs `wrangler rollback ID -y --message …` (repeated on a transient failure), then reads the deployment
+back until it shows 100 % on that version — else exit 1 with the exact command to run by hand — and
+writes ``artifacts/rollback-<worker>.json``.
 """
 
 from __future__ import annotations

@@ -6,18 +6,17 @@ artifacts (release, deploys, rollbacks, preflight, perf smoke) are read from the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from rich.table import Table
 
-from cfops import cli, output
+from cfops import cli, journal, output
 from cfops.config import Settings
 from cfops.deploy import WORKERS, current_deployment, target
 from cfops.errors import CfopsError
+from cfops.records import DeployRecord, PerfRecord, ReleaseRecord, RollbackRecord, read_object
 from cfops.versions import deployment_table
 from cfops.wrangler import missing_credentials
 
@@ -33,25 +32,34 @@ _ARTIFACTS = (
 )
 
 
-def _summary(name: str, data: dict[str, Any]) -> str:
+def _summary(name: str, path: Path) -> str:
+    """What an artifact holds, in one line, through the same typed readers the release uses."""
     if name == "release.json":
-        where = f" at {data['stopped_at']}" if data.get("stopped_at") else ""
-        return f"{data.get('pipeline')}: {data.get('result')}{where}"
+        return ReleaseRecord.read(path).summary()
     if name.startswith("deploy-"):
-        previous = data.get("previous_version_id")
-        return f"version {data.get('version_id')} (previous {previous}), {data.get('strategy')}"
+        return DeployRecord.read(path).summary()
     if name.startswith("rollback-"):
-        return f"back on {data.get('version_id')}"
-    if name == "preflight.json":
-        return str(data.get("summary") or data.get("result") or data.get("status") or "")
+        record = RollbackRecord.read(path)
+        return f"back on {record.version_id}" + (" (read back)" if record.verified else "")
+    if name.startswith("perf-"):
+        perf = PerfRecord.read(path)
+        return f"{perf.verdict or perf.passed}; answers by version: {perf.answers()}"
+    data = read_object(path)
     if name.startswith("analysis-"):  # a release stage judged by its real traffic: old vs new
         from cfops.analytics.command import summary_line
 
         return summary_line(data)
-    if name == "perf-smoke.json":
-        verdict = data.get("verdict", {})
-        return str(verdict.get("line") or verdict.get("passed"))
-    return ""
+    return str(data.get("summary") or data.get("result") or data.get("status") or "")
+
+
+def journal_line(settings: Settings) -> tuple[str, bool] | None:
+    """Where the last release stands, from its journal, and whether it is unfinished (None: no journal)."""
+    last = journal.last_release(settings.artifacts_dir)
+    if last is None:
+        return None
+    if last.finished:
+        return f"release {last.release}: {last.last.outcome or 'done'}", False
+    return f"release {last.release} is unfinished: stopped {last.where()}; run `invoke recover`", True
 
 
 def artifacts_table(settings: Settings) -> Table:
@@ -65,9 +73,8 @@ def artifacts_table(settings: Settings) -> Table:
             continue
         written = datetime.fromtimestamp(path.stat().st_mtime, UTC).strftime("%Y-%m-%d %H:%M UTC")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            what = _summary(name, data) if isinstance(data, dict) else "not a JSON object"
-        except (OSError, ValueError) as exc:
+            what = _summary(name, path)
+        except CfopsError as exc:
             what = f"unreadable: {exc}"
         table.add_row(name, written, output.redact(what))
     return table
@@ -89,6 +96,10 @@ def main(argv: Sequence[str]) -> int:
             except CfopsError as exc:
                 output.warn(f"{name}: cannot read the current deployment: {exc}")
     console.print(artifacts_table(settings))
+    found = journal_line(settings)
+    if found is not None:
+        line, unfinished = found
+        (output.warn if unfinished else output.info)(line)
     return 0
 
 

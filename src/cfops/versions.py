@@ -8,7 +8,8 @@ from typing import cast
 from rich.table import Table
 
 from cfops import cli, output
-from cfops.deploy import WORKERS, Deployment, VersionInfo, Worker, list_deployments, list_versions, target
+from cfops.cloudflare_api import Deployment, VersionInfo
+from cfops.deploy import WORKERS, Worker, list_deployments, list_versions, target
 from cfops.errors import UsageError
 
 

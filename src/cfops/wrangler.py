@@ -192,6 +192,11 @@ class WranglerFailed(CommandFailed):
         super().__init__(message, returncode=returncode, output_tail=output_tail)
         self.code = code
 
+    @property
+    def transient(self) -> bool:
+        """Whether another attempt may succeed: a 5xx/429 code or a lost connection, not a refusal."""
+        return cloudflare.is_transient(self.code, f"{self}\n{self.output_tail}")
+
 
 @dataclass(frozen=True)
 class WranglerRun:

@@ -23,6 +23,7 @@ from immcad_api.resources import Resources, find_resource_root
 from immcad_api.settings import Settings
 
 TRACE_HEADER = "x-trace-id"
+VERSION_HEADER = "x-immcad-version"
 # Trace ids that arrive from the edge proxy (cf-ray or a UUID) are reused; anything else is replaced,
 # so a client cannot inject arbitrary text into logs and responses.
 _TRACE_ID_RE = re.compile(r"^[A-Za-z0-9-]{8,64}$")
@@ -137,6 +138,7 @@ def create_app(
         else:
             response = await call_next(request)
         response.headers[TRACE_HEADER] = trace_id
+        response.headers[VERSION_HEADER] = settings.version_id
         # Counted by path even when auth answered before routing; unknown paths share one bucket so
         # a scanner cannot grow the counters without bound.
         known = {getattr(r, "path", None) for r in app.routes}

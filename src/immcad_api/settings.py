@@ -52,7 +52,8 @@ class Settings:
     resource_root: Path | None = None
     allow_synthetic_citations: bool = False
     # The Worker version this process serves (the entry copies it from the version-metadata binding;
-    # locally a dev var). Each analytics data point carries it.
+    # locally a dev var). Each analytics data point carries it, and every
+    # answer names it in x-immcad-version (the canary's proof of which version answered).
     version_id: str = "local"
     # Local only: append each request's analytics data point to this JSONL file (the rehearsal reads it).
     analytics_file: str | None = None

@@ -29,6 +29,9 @@ Endpoints (all under ``/client/v4``; ``{s}`` = ``/accounts/{account}/workers/scr
     GET    {s}/content/v2?version={id}                      a version's modules (multipart, cf-entrypoint)
     GET    {s}/subdomain, POST {s}/subdomain                workers.dev / preview URL switches
     GET    {s}/secrets                                      secret names of the latest version
+    PUT    {s}/secrets, DELETE {s}/secrets/{name}           one secret (``wrangler secret put/delete``): a
+                                                            new version from the latest, deployed at 100%,
+                                                            or 10214 when the latest is not fully deployed
     PATCH  {s}/secrets-bulk                                 `wrangler secret bulk` (4.164): merge-patch of
                                                             secrets, same rule as PATCH {s}/settings
     GET    /accounts/{account}/workers/workers/{name}       the Worker (4.164 reads its workers.dev switches
@@ -46,18 +49,20 @@ Endpoints (all under ``/client/v4``; ``{s}`` = ``/accounts/{account}/workers/scr
 
 from __future__ import annotations
 
+import contextlib
 import email.parser
 import email.policy
 import itertools
 import json
 import re
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -68,6 +73,7 @@ PREFIX = "/client/v4"
 WORKER_NOT_FOUND = 10007
 SCRIPT_TOO_LARGE = 10027
 VERSION_NOT_DEPLOYED = 10215
+SECRET_NOT_DEPLOYED_SINGLE = 10214
 AUTH_ERROR = 10000
 VALIDATION = 10021
 NO_VERSIONS = 10222
@@ -114,6 +120,18 @@ class Failure:
     message: str
     status: int
     times: int
+    # Transient faults (``inject``): a Retry-After header; "drop" closes the connection without an
+    # answer; "lost" carries the request out and then drops the connection (the answer is lost).
+    retry_after: float | None = None
+    mode: Literal["answer", "drop", "lost"] = "answer"
+
+
+class _Drop(Exception):
+    """Close the connection without answering (after ``then`` ran, when it is set)."""
+
+    def __init__(self, then: Callable[[], Any] | None = None) -> None:
+        super().__init__("dropped")
+        self.then = then
 
 
 @dataclass
@@ -180,11 +198,29 @@ class Script:
 
 
 class ApiError(Exception):
-    def __init__(self, code: int, message: str, status: int = 400) -> None:
+    def __init__(
+        self, code: int, message: str, status: int = 400, *, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
+        self.retry_after = retry_after
+
+
+def _error_answer(exc: ApiError) -> tuple[int, dict[str, str], bytes]:
+    body = json.dumps(
+        {
+            "success": False,
+            "errors": [{"code": exc.code, "message": exc.message}],
+            "messages": [],
+            "result": None,
+        }
+    ).encode()
+    headers = {"content-type": "application/json"}
+    if exc.retry_after is not None:
+        headers["retry-after"] = f"{exc.retry_after:g}"
+    return exc.status, headers, body
 
 
 def parse_multipart(content_type: str, body: bytes) -> dict[str, Part]:
@@ -237,6 +273,11 @@ class FakeCloudflare:
         self.stray: list[str] = []
         self.failures: list[Failure] = []
         self.script_size_limit: int | None = None
+        # Requests held until ``released`` is set, then dropped unanswered and not carried out: what a
+        # runner killed mid-call leaves (the request never reached the API).
+        self.holds: list[tuple[str, re.Pattern[str]]] = []
+        self.released = threading.Event()
+        self.frozen: dict[str, list[Deployment]] | None = None
         # The account's Analytics Engine (the SQL endpoint); deployments feed it its traffic model.
         self.analytics = FakeAnalyticsEngine()
         self._lock = threading.RLock()
@@ -275,6 +316,7 @@ class FakeCloudflare:
         return self
 
     def stop(self) -> None:
+        self.released.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -316,6 +358,35 @@ class FakeCloudflare:
                 Failure(
                     method.upper(), re.compile(path), code, message or f"injected error {code}", status, times
                 )
+            )
+
+    def inject(
+        self,
+        method: str,
+        path: str,
+        *,
+        status: int = 503,
+        times: int = 1,
+        retry_after: float | None = None,
+        drop: bool = False,
+        lose_answer: bool = False,
+    ) -> None:
+        """Transient faults for the next ``times`` matching requests, as the real API shows them.
+
+        ``status`` 5xx answers Cloudflare's envelope with error 10013 ("An unknown error occurred"); 429
+        answers error 971 with a ``Retry-After`` header (``retry_after`` seconds, 1 by default); ``drop``
+        closes the connection without an answer; ``lose_answer`` carries the request out (an upload
+        lands) and then drops the connection, so the client never learns it succeeded.
+        """
+        if status == 429:
+            code, message = 971, "Please wait and consider throttling your request speed"
+            retry_after = 1.0 if retry_after is None else retry_after
+        else:
+            code, message = 10013, "An unknown error occurred"
+        mode: Literal["answer", "drop", "lost"] = "lost" if lose_answer else "drop" if drop else "answer"
+        with self._lock:
+            self.failures.append(
+                Failure(method.upper(), re.compile(path), code, message, status, times, retry_after, mode)
             )
 
     def calls(self, method: str | None = None, path: str | None = None) -> list[Recorded]:
@@ -499,7 +570,25 @@ class FakeCloudflare:
 
     # ------------------------------------------------------------------------------------- routes
 
+    def freeze_deployments(self) -> None:
+        """From now on reads of the deployments show them as they are now (writes still apply): an API
+        whose reads lag behind its writes."""
+        with self._lock:
+            self.frozen = {name: list(s.deployments) for name, s in self.scripts.items()}
+
+    def hold(self, method: str, path: str) -> None:
+        """Hold matching requests (unanswered) until ``released`` is set; then drop them undone."""
+        with self._lock:
+            self.holds.append((method.upper(), re.compile(path)))
+
     def dispatch(self, request: Recorded) -> tuple[int, dict[str, str], bytes]:
+        with self._lock:
+            held = any(m == request.method and p.search(request.path) for m, p in self.holds)
+            if held:
+                self.requests.append(request)
+        if held:
+            self.released.wait(timeout=600)
+            raise _Drop()
         with self._lock:
             self.requests.append(request)
             auth = request.headers.get("authorization", "")
@@ -513,7 +602,20 @@ class FakeCloudflare:
                         and failure.pattern.search(request.path)
                     ):
                         failure.times -= 1
-                        raise ApiError(failure.code, failure.message, failure.status)
+                        if failure.mode == "drop":
+                            raise _Drop()
+                        if failure.mode == "lost":
+                            raise _Drop(then=lambda: self._route(request))
+                        raise ApiError(
+                            failure.code, failure.message, failure.status, retry_after=failure.retry_after
+                        )
+                return self._route(request)
+            except ApiError as exc:
+                return _error_answer(exc)
+
+    def _route(self, request: Recorded) -> tuple[int, dict[str, str], bytes]:
+        with self._lock:
+            try:
                 for method, pattern, handler in ROUTES:
                     if method != request.method:
                         continue
@@ -530,15 +632,7 @@ class FakeCloudflare:
                     return 200, {"content-type": "application/json"}, _envelope(result)
                 raise ApiError(7000, f"No route for {request.method} {request.path} in the fake API", 404)
             except ApiError as exc:
-                body = json.dumps(
-                    {
-                        "success": False,
-                        "errors": [{"code": exc.code, "message": exc.message}],
-                        "messages": [],
-                        "result": None,
-                    }
-                ).encode()
-                return exc.status, {"content-type": "application/json"}, body
+                return _error_answer(exc)
 
     def _service(self, request: Recorded, match: re.Match[str]) -> Any:
         script = self._script(match["name"])
@@ -601,7 +695,8 @@ class FakeCloudflare:
 
     def _list_deployments(self, request: Recorded, match: re.Match[str]) -> Any:
         script = self._script(match["name"])
-        return {"deployments": [self._deployment_json(d) for d in reversed(script.deployments)]}
+        shown = script.deployments if self.frozen is None else self.frozen.get(script.name, [])
+        return {"deployments": [self._deployment_json(d) for d in reversed(shown)]}
 
     def _post_deployment(self, request: Recorded, match: re.Match[str]) -> Any:
         body = request.json()
@@ -631,12 +726,22 @@ class FakeCloudflare:
             **script.script_settings,
         }
 
-    def _patch_settings(self, request: Recorded, match: re.Match[str]) -> Any:
-        script = self._script(match["name"])
-        self._require_latest_deployed(script)
-        settings = json.loads(request.form()["settings"].data)
+    @staticmethod
+    def _require_latest_deployed(script: Script, code: int = VERSION_NOT_DEPLOYED) -> None:
+        """Secrets can be edited only while the latest version alone serves: otherwise the edit would
+        ship code nobody deployed (10215 for a settings/bulk edit, 10214 for a single secret)."""
+        current = script.current()
+        if current is None or current.traffic() != {script.latest.id: 100.0}:
+            raise ApiError(
+                code,
+                "Secret edit failed. You attempted to modify a secret, but the latest version of your Worker "
+                "isn't currently deployed. Please ensure that the latest version of your Worker is fully "
+                "deployed (wrangler versions deploy) before modifying secrets.",
+            )
+
+    def _secret_version(self, script: Script, bindings: list[dict[str, Any]]) -> Version:
+        """A new version from the LATEST version's code with ``bindings``, deployed at 100 %."""
         latest = script.latest
-        bindings = self._resolve_bindings(script, settings.get("bindings", []), keep=[])
         version = self._new_version(
             script.name,
             latest.main_module,
@@ -647,6 +752,32 @@ class FakeCloudflare:
             latest.compatibility_flags,
         )
         self._deploy(script.name, [(version.id, 100.0)], {"workers/triggered_by": "secret"})
+        return version
+
+    def _put_secret(self, request: Recorded, match: re.Match[str]) -> Any:
+        """``wrangler secret put``: one secret into a new deployed version (10214 when the latest is not
+        the deployed one)."""
+        script = self._script(match["name"])
+        self._require_latest_deployed(script, SECRET_NOT_DEPLOYED_SINGLE)
+        body = request.json()
+        kept = [b for b in script.latest.bindings if b.get("name") != body.get("name")]
+        self._secret_version(
+            script, [*kept, {"type": "secret_text", "name": body["name"], "text": body["text"]}]
+        )
+        return {"name": body["name"], "type": "secret_text"}
+
+    def _delete_secret(self, request: Recorded, match: re.Match[str]) -> Any:
+        script = self._script(match["name"])
+        self._require_latest_deployed(script, SECRET_NOT_DEPLOYED_SINGLE)
+        self._secret_version(script, [b for b in script.latest.bindings if b.get("name") != match["secret"]])
+        return None
+
+    def _patch_settings(self, request: Recorded, match: re.Match[str]) -> Any:
+        script = self._script(match["name"])
+        self._require_latest_deployed(script)
+        settings = json.loads(request.form()["settings"].data)
+        bindings = self._resolve_bindings(script, settings.get("bindings", []), keep=[])
+        self._secret_version(script, bindings)
         return self._get_settings(request, match)
 
     def _get_script_settings(self, request: Recorded, match: re.Match[str]) -> Any:
@@ -680,16 +811,6 @@ class FakeCloudflare:
     def _list_secrets(self, request: Recorded, match: re.Match[str]) -> Any:
         script = self._script(match["name"])
         return [{"name": n, "type": "secret_text"} for n in script.latest.secrets()]
-
-    def _require_latest_deployed(self, script: Script) -> None:
-        current = script.current()
-        if current is None or current.traffic() != {script.latest.id: 100.0}:
-            raise ApiError(
-                VERSION_NOT_DEPLOYED,
-                "Secret edit failed. You attempted to modify a secret, but the latest version of your Worker "
-                "isn't currently deployed. Please ensure that the latest version of your Worker is fully "
-                "deployed (wrangler versions deploy) before modifying secrets.",
-            )
 
     def _version_with(
         self, script: Script, changes: dict[str, dict[str, Any] | None], annotations: dict[str, str]
@@ -850,6 +971,8 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     ("GET", re.compile(_S + r"/subdomain"), FakeCloudflare._get_subdomain),
     ("POST", re.compile(_S + r"/subdomain"), FakeCloudflare._post_subdomain),
     ("GET", re.compile(_S + r"/secrets"), FakeCloudflare._list_secrets),
+    ("PUT", re.compile(_S + r"/secrets"), FakeCloudflare._put_secret),
+    ("DELETE", re.compile(_S + r"/secrets/(?P<secret>[^/]+)"), FakeCloudflare._delete_secret),
     ("PATCH", re.compile(_S + r"/secrets-bulk"), FakeCloudflare._patch_secrets_bulk),
     ("GET", re.compile(_W), FakeCloudflare._get_worker),
     ("PATCH", re.compile(_W), FakeCloudflare._patch_worker),
@@ -919,7 +1042,16 @@ class _Handler(BaseHTTPRequestHandler):
             headers={k.lower(): v for k, v in self.headers.items()},
             body=body,
         )
-        self._answer(*self.api.dispatch(request))
+        try:
+            answer = self.api.dispatch(request)
+        except _Drop as drop:
+            if drop.then is not None:
+                drop.then()
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self._answer(*answer)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_CONNECT = _handle
 

@@ -9,7 +9,8 @@ chosen by query parameters, so any allowlisted path can be made slow or failing:
 - ``redirect=URL``: answer 302 to URL;
 - ``hop=1``: add connection-scoped headers to the response (a proxy must strip them).
 
-Every response carries ``x-backend-header: 1``, which a proxy must pass through.
+Every response carries ``x-backend-header: 1`` and ``x-immcad-version: recorder``, which a proxy must
+pass through.
 
 ``GET /__recorder/requests`` returns the records (never recorded itself); tests call it directly, not
 through the proxy. The response body echoes the record as JSON.
@@ -90,6 +91,7 @@ class Recorder:
             (b"content-type", b"application/json"),
             (b"content-length", str(len(data)).encode()),
             (b"x-backend-header", b"1"),
+            (b"x-immcad-version", b"recorder"),  # as the backend names its version
         ]
         await send({"type": "http.response.start", "status": status, "headers": headers + extra})
         await send({"type": "http.response.body", "body": data})

@@ -135,3 +135,14 @@ def test_hardened_start_serves_with_a_token(backend_server: ServerFactory) -> No
     url = backend_server({"ENVIRONMENT": "production", "IMMCAD_API_BEARER_TOKEN": TOKEN})
     assert httpx.get(f"{url}/healthz").status_code == 200
     assert httpx.post(f"{url}/api/chat", json={"session_id": "a", "message": "b"}).status_code == 401
+
+
+def test_every_answer_names_the_version_that_served_it(backend_server: ServerFactory) -> None:
+    """x-immcad-version: how a canary proves which Worker version answered (IMMCAD_VERSION_ID locally,
+    the version-metadata binding on Cloudflare)."""
+    url = backend_server({"IMMCAD_VERSION_ID": "5f0c2a1e-0000-4000-8000-000000000042"})
+    with httpx.Client(base_url=url) as client:
+        for response in (client.get("/healthz"), client.get("/no/such/path"), client.get("/ops/metrics")):
+            assert response.headers["x-immcad-version"] == "5f0c2a1e-0000-4000-8000-000000000042"
+    with httpx.Client(base_url=backend_server()) as client:
+        assert client.get("/healthz").headers["x-immcad-version"] == "local"

@@ -444,3 +444,93 @@ def test_secrets_refuse_differing_bearer_tokens_and_dry_run_lists_names_only(
     assert api.requests == []
     assert not differ.ran_wrangler and not dry.ran_wrangler
     assert_no_leak(dry, worker_project)
+
+
+# ------------------------------------------------------------------------------ reads and uploads (issue 12)
+
+
+def test_reads_of_live_state_start_no_node_process(worker_project: Path, api: FakeCloudflare) -> None:
+    old, new = api.seed(PROXY, versions=2)
+    shown = cfops(worker_project, api, "versions", "--worker", "proxy")
+    assert shown.returncode == 0, shown.output
+    assert new in shown.stdout and old in shown.stdout
+    assert not shown.ran_wrangler  # straight to the API over httpx
+    assert [c.path.rsplit("/", 1)[-1] for c in api.calls("GET")] == ["deployments", "versions"]
+
+
+def test_an_upload_whose_answer_was_lost_is_found_by_its_tag_not_uploaded_again(
+    worker_project: Path, api: FakeCloudflare
+) -> None:
+    api.seed(PROXY)
+    # Every answer to the upload is lost: wrangler retries it itself and gives up; each attempt landed.
+    api.inject("POST", r"/versions$", lose_answer=True, times=10)
+    ran = cfops(
+        worker_project,
+        api,
+        "deploy",
+        "proxy",
+        "--strategy",
+        "versions",
+        "--origin",
+        ORIGIN,
+        "--tag",
+        "rel-42",
+    )
+    assert ran.returncode == 0, ran.output
+    landed = [v for v in api.script(PROXY).versions if v.annotations.get("workers/tag") == "rel-42"]
+    attempts = len(api.calls("POST", r"/versions$"))
+    assert len(landed) == attempts >= 1  # cfops did not upload once more: it looked first
+    record = artifact(worker_project, "deploy-proxy.json")
+    assert record["version_id"] == landed[-1].id and record["tag"] == "rel-42"
+    assert "carrying tag rel-42 landed" in ran.stderr
+    # After a failure wrangler asks npm for a newer version of itself (refused here): not an API call.
+    assert set(api.stray) <= {"CONNECT registry.npmjs.org:443"}
+    api.stray.clear()
+
+
+def test_an_upload_retried_by_wrangler_deploys_the_version_wrangler_reported(
+    worker_project: Path, api: FakeCloudflare
+) -> None:
+    api.seed(PROXY)
+    api.inject("POST", r"/versions$", lose_answer=True, times=1)  # the first answer is lost
+    ran = cfops(
+        worker_project,
+        api,
+        "deploy",
+        "proxy",
+        "--strategy",
+        "versions",
+        "--origin",
+        ORIGIN,
+        "--tag",
+        "rel-43",
+    )
+    assert ran.returncode == 0, ran.output
+    landed = [v.id for v in api.script(PROXY).versions if v.annotations.get("workers/tag") == "rel-43"]
+    assert len(landed) == 2  # wrangler's own retry landed it twice
+    assert artifact(worker_project, "deploy-proxy.json")["version_id"] == landed[-1]
+    assert "landed twice" in ran.stderr
+
+
+def test_a_rollback_that_cannot_be_confirmed_exits_1_with_the_manual_command(
+    worker_project: Path, api: FakeCloudflare
+) -> None:
+    old, _new = api.seed(PROXY, versions=2)
+    api.freeze_deployments()  # the API takes the rollback but every read-back still shows the old state
+    ran = cfops(
+        worker_project,
+        api,
+        "rollback",
+        "--worker",
+        "proxy",
+        "--version",
+        old,
+        CFOPS_RETRY_ATTEMPTS="3",
+        CFOPS_RETRY_MAX_SECONDS="10",
+    )
+    assert ran.returncode == 1, ran.output
+    assert f"the rollback to {old} is not confirmed" in ran.stderr
+    assert f"npx wrangler rollback {old} --config wrangler.backend-proxy.jsonc -y" in ran.stderr
+    assert ran.stderr.count("not confirmed") == 1 and "Traceback" not in ran.stderr
+    assert api.script(PROXY).current().traffic() == {old: 100.0}  # the write itself went through
+    assert len(api.calls("GET", r"/deployments$")) >= 1 + 3  # wrangler's read, then the read-backs

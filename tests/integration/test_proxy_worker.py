@@ -135,6 +135,7 @@ def test_every_allowlisted_route_and_method_reaches_the_backend(
             response = raw_request(url, f"{path}?q=1&x=%2F..".encode(), method=method.encode(), body=body)
             assert response.status == 200, (method, path, response.body)
             assert response.headers["x-backend-header"] == "1"
+            assert response.headers["x-immcad-version"] == "recorder"  # the canary's proof passes through
             received = recorder.records(path)[before:]
             assert [(r["method"], r["path"], r["query"]) for r in received] == [(method, path, "q=1&x=%2F..")]
             if method == "POST":

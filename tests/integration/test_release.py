@@ -3,12 +3,15 @@ stack (uvicorn, workerd) on 127.0.0.1, the real perf smoke, and invoke → nox �
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +24,7 @@ import pytest
 from tests.conftest import REPO, clean_env, repo_lock
 from tests.fakes.analytics_engine import Profile
 from tests.fakes.cloudflare_api import FakeCloudflare
+from tests.fakes.worker_front import WorkerFront, worker_front
 from tests.integration.edge import RecordingBackend, recording_backend
 
 pytestmark = pytest.mark.integration
@@ -36,7 +40,7 @@ def release_env_ready() -> None:
     below route everything but 127.0.0.1 to the fake API, which a package install must not see)."""
     with repo_lock("nox-release"):  # parallel workers share .nox/release: one installs, the rest reuse it
         proc = subprocess.run(
-            [sys.executable, "-m", "nox", "-s", "release", "--install-only"],
+            [sys.executable, "-m", "nox", "-s", "release", "recover", "--install-only"],
             cwd=REPO,
             env=clean_env(),
             capture_output=True,
@@ -92,6 +96,11 @@ def statuses(data: dict[str, Any]) -> dict[str, str]:
     return {step["name"]: step["status"] for step in data["steps"]}
 
 
+def journal_entries(root: Path) -> list[dict[str, Any]]:
+    text = (root / "artifacts" / "release-journal.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def deployments(api: FakeCloudflare) -> list[dict[str, float]]:
     return [d.traffic() for d in api.script(NATIVE).deployments]
 
@@ -110,8 +119,19 @@ def backend() -> Iterator[RecordingBackend]:
         yield recorder
 
 
+@pytest.fixture
+def front(cloudflare_api: FakeCloudflare, backend: RecordingBackend) -> Iterator[WorkerFront]:
+    """Cloudflare's edge in front of the backend: routes by the fake API's live deployment."""
+    with worker_front(cloudflare_api, NATIVE, backend.url) as edge:
+        yield edge
+
+
 def test_production_release_canaries_promotes_through_the_stages_to_100(
-    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, backend: RecordingBackend
+    release_env_ready: None,
+    release_project: Path,
+    cloudflare_api: FakeCloudflare,
+    backend: RecordingBackend,
+    front: WorkerFront,
 ) -> None:
     (seeded,) = cloudflare_api.seed(NATIVE)
     # Real traffic per split: both versions alike (5000 requests per deployment: 500 at 10 %).
@@ -124,7 +144,7 @@ def test_production_release_canaries_promotes_through_the_stages_to_100(
         "production",
         "--skip-tests",
         "--base-url",
-        backend.url,
+        front.url,
         IMMCAD_API_BEARER_TOKEN=TOKEN,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
@@ -184,7 +204,18 @@ def test_production_release_canaries_promotes_through_the_stages_to_100(
         "perf smoke at 100 %",
     }
     assert all(c["passed"] is True for c in data["canary"].values())
+    # Which version answered, per step: the canary only the new one, each stage its share of 20.
+    answers = {name: c["answers_by_version"] for name, c in data["canary"].items()}
+    assert answers["canary (new version only)"] == {new: 20}
+    assert answers["perf smoke at 10 %"] == {new: 2, old: 18}
+    assert answers["perf smoke at 50 %"] == {new: 10, old: 10}
+    assert answers["perf smoke at 100 %"] == {new: 20}
+    # The journal tells the whole story, and the release is closed.
+    events = [(e["event"], e.get("percent")) for e in journal_entries(release_project)]
+    assert events[0] == ("started", None) and events[-1] == ("done", None)
+    assert ("uploaded", None) in events and ("stage", 50.0) in events
     markdown = (release_project / "artifacts" / "release.md").read_text()
+    assert f"`{old}` 18, `{new}` 2" in markdown
     assert "| ✓ | promote to 100 % |" in markdown
     # Each stage judged by its real traffic, old vs new side by side.
     analysis = data["analysis"]
@@ -294,7 +325,7 @@ def test_a_token_without_analytics_read_fails_before_the_upload(
 
 
 def test_a_canary_that_breaches_p95_rolls_back(
-    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, backend: RecordingBackend
+    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, front: WorkerFront
 ) -> None:
     cloudflare_api.seed(NATIVE)
     proc = invoke(
@@ -305,7 +336,7 @@ def test_a_canary_that_breaches_p95_rolls_back(
         "production",
         "--skip-tests",
         IMMCAD_API_BEARER_TOKEN=TOKEN,
-        IMMCAD_API_BASE_URL=backend.url,
+        IMMCAD_API_BASE_URL=front.url,
         CHAT_PATH="/api/chat?sleep_ms=300",  # the slowed backend
         MAX_P95_SECONDS="0.15",
     )
@@ -554,3 +585,321 @@ def test_interrupting_a_pipeline_stops_everything_and_reports_where(worker_proje
         "Stopped at **perf smoke through the proxy**"
         in (worker_project / "artifacts" / "release.md").read_text()
     )
+
+
+# --------------------------------------------------------------------------- faults (issue 12)
+
+
+def cfops_env(root: Path, api: FakeCloudflare, **env: str) -> dict[str, str]:
+    wanted = {
+        **api.wrangler_env(),
+        "CFOPS_ROOT": str(root),
+        "CFOPS_NATIVE_RUNNER": "wrangler",
+        "IMMCAD_API_BEARER_TOKEN": TOKEN,
+        "PYTHONUNBUFFERED": "1",
+        **NO_SOAK,
+        **env,
+    }
+    return clean_env(**wanted)
+
+
+def cfops_run(root: Path, api: FakeCloudflare, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m cfops <command> …`: the entry point the nox sessions call, without nox's start-up."""
+    return subprocess.run(
+        [sys.executable, "-m", "cfops", *args],
+        cwd=REPO,
+        env=cfops_env(root, api, **env),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def production(
+    root: Path, api: FakeCloudflare, base_url: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    return cfops_run(root, api, "release", "production", "--skip-tests", "--base-url", base_url, *args)
+
+
+def kill_release_when(
+    root: Path, api: FakeCloudflare, base_url: str, event: str, percent: float | None = None
+) -> list[dict[str, Any]]:
+    """Start a production release and SIGKILL its whole process group (a runner that dies) as soon as the
+    journal records ``event`` (at ``percent``); returns the journal as the killed release left it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cfops", "release", "production", "--skip-tests", "--base-url", base_url],
+        cwd=REPO,
+        env=cfops_env(root, api),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    journal = root / "artifacts" / "release-journal.jsonl"
+    deadline = time.monotonic() + 300
+    time.sleep(0.5)  # the new release's own journal lines, not a previous one's
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if journal.is_file() and any(
+                e["event"] == event and e.get("percent") == percent for e in journal_entries(root)
+            ):
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail(f"the release never journaled {event} (exit {proc.poll()})")
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    time.sleep(1)  # children that outlived the group (parent-death signal) finish dying
+    entries = journal_entries(root)
+    assert (entries[-1]["event"], entries[-1].get("percent")) == (event, percent), entries[-1]
+    return entries
+
+
+@pytest.fixture
+def healthy_traffic(cloudflare_api: FakeCloudflare) -> None:
+    """Every deployment yields healthy real traffic for the stage analyses (Analytics Engine)."""
+    cloudflare_api.analytics.traffic(DATASET, 5000, new=Profile(error_rate=0.01, latency_ms=80))
+
+
+def live(api: FakeCloudflare) -> dict[str, float]:
+    current = api.script(NATIVE).current()
+    assert current is not None
+    return current.traffic()
+
+
+def test_sigkill_after_upload_refuses_a_new_release_and_recover_closes_it(
+    release_env_ready: None,
+    release_project: Path,
+    cloudflare_api: FakeCloudflare,
+    front: WorkerFront,
+    healthy_traffic: None,
+) -> None:
+    cloudflare_api.seed(NATIVE)
+    cloudflare_api.hold("POST", r"/deployments$")  # the split never reaches the API: killed before
+    entries = kill_release_when(release_project, cloudflare_api, front.url, "splitting", 0.0)
+    cloudflare_api.released.set()
+    assert [e["event"] for e in entries] == ["started", "uploading", "uploaded", "splitting"]
+    uploaded = entries[2]
+    new, stable = uploaded["new"], uploaded["stable"]
+    assert uploaded["tag"] == entries[1]["tag"] == entries[0]["release"]
+    assert cloudflare_api.script(NATIVE).version(new) is not None
+    assert live(cloudflare_api) == {stable: 100.0}
+    # A new release refuses to start, naming the command to run.
+    refused = production(release_project, cloudflare_api, front.url)
+    assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr
+    assert "stopped while deploying the split" in refused.stderr and "`invoke recover`" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    # recover: nothing was split, so the Worker is already on its stable version; the release is closed.
+    done = cfops_run(release_project, cloudflare_api, "recover")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"already serves its stable version {stable}" in done.stdout
+    assert journal_entries(release_project)[-1]["event"] == "done"
+    assert live(cloudflare_api) == {stable: 100.0}
+    again = cfops_run(release_project, cloudflare_api, "recover")
+    assert again.returncode == 0 and "nothing to recover" in again.stdout
+
+
+def test_sigkill_after_the_zero_split_is_rolled_back_by_recover(
+    release_env_ready: None,
+    release_project: Path,
+    cloudflare_api: FakeCloudflare,
+    front: WorkerFront,
+    healthy_traffic: None,
+) -> None:
+    cloudflare_api.seed(NATIVE)
+    front.hold_when = lambda traffic: 0.0 in traffic.values()  # the canary is in flight when killed
+    entries = kill_release_when(release_project, cloudflare_api, front.url, "split", 0.0)
+    front.hold_when = None
+    front.released.set()
+    new, stable = entries[-1]["new"], entries[2]["stable"]
+    assert [e["event"] for e in entries][-3:] == ["uploaded", "splitting", "split"]
+    assert entries[-1]["traffic"] == {new: 0.0, stable: 100.0}
+    assert live(cloudflare_api) == {new: 0.0, stable: 100.0}
+    # The live split alone refuses a new release, also without this checkout's journal.
+    (release_project / "artifacts" / "release-journal.jsonl").rename(release_project / "journal.bak")
+    refused = production(release_project, cloudflare_api, front.url)
+    assert refused.returncode == 2 and "splits traffic" in refused.stderr, refused.stderr
+    (release_project / "journal.bak").rename(release_project / "artifacts" / "release-journal.jsonl")
+    done = invoke(release_project, cloudflare_api, "recover")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert live(cloudflare_api) == {stable: 100.0}
+    events = [e["event"] for e in journal_entries(release_project)]
+    assert events[-3:] == ["rolling-back", "rolled-back", "done"]
+    rollback = json.loads((release_project / "artifacts" / "rollback-native.json").read_text())
+    assert rollback["version_id"] == stable and rollback["verified"] is True
+
+
+def test_sigkill_mid_stage_then_recover_resume_finishes_the_stages(
+    release_env_ready: None,
+    release_project: Path,
+    cloudflare_api: FakeCloudflare,
+    front: WorkerFront,
+    healthy_traffic: None,
+) -> None:
+    cloudflare_api.seed(NATIVE)
+    front.hold_when = lambda traffic: 10.0 in traffic.values()  # the smoke at 10 % is in flight
+    entries = kill_release_when(release_project, cloudflare_api, front.url, "split", 10.0)
+    front.hold_when = None
+    front.released.set()
+    new, stable = entries[-1]["new"], entries[2]["stable"]
+    assert entries[-1]["event"] == "split" and entries[-1]["traffic"] == {new: 10.0, stable: 90.0}
+    assert "canary" in [e["event"] for e in entries]
+    assert live(cloudflare_api) == {new: 10.0, stable: 90.0}
+    resumed = cfops_run(release_project, cloudflare_api, "recover", "--resume")
+    assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr
+    assert live(cloudflare_api) == {new: 100.0}
+    data = report(release_project)
+    assert list(data["canary"]) == [
+        "canary (new version only)",
+        "perf smoke at 10 %",
+        "perf smoke at 50 %",
+        "perf smoke at 100 %",
+    ]
+    assert data["canary"]["canary (new version only)"]["answers_by_version"] == {new: 20}
+    assert data["canary"]["perf smoke at 10 %"]["answers_by_version"] == {new: 2, stable: 18}
+    last = journal_entries(release_project)[-1]
+    assert (last["event"], last["outcome"], last["new"]) == ("done", "passed", new)
+
+
+def test_transient_5xx_on_versions_deploy_and_429_on_the_deployments_read_are_retried(
+    release_env_ready: None,
+    release_project: Path,
+    cloudflare_api: FakeCloudflare,
+    front: WorkerFront,
+    healthy_traffic: None,
+) -> None:
+    cloudflare_api.seed(NATIVE)
+    cloudflare_api.inject("POST", r"/deployments$", status=503, times=3)
+    cloudflare_api.inject("GET", r"/deployments$", status=429, retry_after=1, times=1)
+    proc = production(release_project, cloudflare_api, front.url)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    new = report(release_project)["versions"]["new"]
+    assert live(cloudflare_api) == {new: 100.0}
+    # Each retry said once, with its cause; the 429 waited what Retry-After asked.
+    said = proc.stdout + proc.stderr
+    assert said.count("(Cloudflare error 10013)") >= 3
+    assert "HTTP 429 (Cloudflare error 971); retry 1/3 in 1.0 s" in said
+    posts = cloudflare_api.calls("POST", r"/deployments$")
+    assert len(posts) == 3 + 4  # three refused, then the split and the three stages
+
+
+def test_an_ignored_override_fails_the_canary_and_rolls_back(
+    release_env_ready: None,
+    release_project: Path,
+    cloudflare_api: FakeCloudflare,
+    front: WorkerFront,
+    healthy_traffic: None,
+) -> None:
+    cloudflare_api.seed(NATIVE)
+    front.honour_overrides = False  # e.g. a propagation delay: the edge follows the split instead
+    proc = production(release_project, cloudflare_api, front.url)
+    assert proc.returncode == 1
+    data = report(release_project)
+    new, old = data["versions"]["new"], data["versions"]["previous"]
+    assert data["stopped_at"] == "canary (new version only)"
+    assert f"override not honoured: 20 of 20 answered by {old}" in proc.stdout
+    assert data["canary"]["canary (new version only)"]["answers_by_version"] == {old: 20}
+    assert live(cloudflare_api) == {old: 100.0}
+    assert new not in live(cloudflare_api)
+    assert journal_entries(release_project)[-1]["outcome"] == "rolled back"
+
+
+def test_a_rollback_that_fails_once_is_repeated_and_read_back(
+    release_env_ready: None,
+    release_project: Path,
+    cloudflare_api: FakeCloudflare,
+    front: WorkerFront,
+    healthy_traffic: None,
+) -> None:
+    cloudflare_api.seed(NATIVE)
+    front.honour_overrides = False  # the canary fails, so the release rolls back
+
+    def arm() -> None:  # the rollback's POST fails once: armed once the split exists
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            path = release_project / "artifacts" / "release-journal.jsonl"
+            if path.is_file() and any(e["event"] == "split" for e in journal_entries(release_project)):
+                cloudflare_api.inject("POST", r"/deployments$", status=502, times=1)
+                return
+            time.sleep(0.01)
+
+    armer = threading.Thread(target=arm, daemon=True)
+    armer.start()
+    proc = production(release_project, cloudflare_api, front.url)
+    armer.join(timeout=5)
+    assert proc.returncode == 1
+    data = report(release_project)
+    old = data["versions"]["previous"]
+    assert statuses(data)["rollback"] == "ok"
+    assert "retry 1/3" in proc.stdout + proc.stderr
+    assert live(cloudflare_api) == {old: 100.0}
+    assert [e["event"] for e in journal_entries(release_project)][-3:] == [
+        "rolling-back",
+        "rolled-back",
+        "done",
+    ]
+
+
+def test_one_release_at_a_time_in_a_checkout(
+    release_env_ready: None,
+    release_project: Path,
+    cloudflare_api: FakeCloudflare,
+    front: WorkerFront,
+    healthy_traffic: None,
+) -> None:
+    cloudflare_api.seed(NATIVE)
+    artifacts = release_project / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    with (artifacts / "release.lock").open("a+") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        held.write("4242\n")
+        held.flush()
+        proc = production(release_project, cloudflare_api, front.url)
+    assert proc.returncode == 2
+    assert "another release or recovery is running in this checkout (pid 4242)" in proc.stderr
+    assert cloudflare_api.calls("POST") == []
+
+
+@pytest.mark.timeout(900)  # two production releases, one after the other
+def test_secrets_after_a_failed_release_reach_the_next_version_and_failed_code_is_never_deployed(
+    release_env_ready: None,
+    release_project: Path,
+    cloudflare_api: FakeCloudflare,
+    front: WorkerFront,
+    healthy_traffic: None,
+) -> None:
+    cloudflare_api.seed(NATIVE)
+    front.honour_overrides = False
+    failed = production(release_project, cloudflare_api, front.url)
+    assert failed.returncode == 1
+    failed_version = report(release_project)["versions"]["new"]
+    script = cloudflare_api.script(NATIVE)
+    assert script.latest.id == failed_version  # uploaded, never deployed: secret edits now meet 10215
+    deployments_before = len(script.deployments)
+    front.honour_overrides = True
+    second_token = "second-bearer-" + uuid.uuid4().hex
+    proc = cfops_run(
+        release_project,
+        cloudflare_api,
+        "release",
+        "production",
+        "--skip-tests",
+        "--base-url",
+        front.url,
+        IMMCAD_API_BEARER_TOKEN=second_token,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    new = report(release_project)["versions"]["new"]
+    assert "10215" in proc.stdout + proc.stderr  # the plain secret bulk was refused
+    assert live(cloudflare_api) == {new: 100.0}
+    assert script.version(new).secrets()["IMMCAD_API_BEARER_TOKEN"] == second_token  # type: ignore[union-attr]
+    # The versions between the failed upload and the new one are built on the failed code (secret bulk
+    # builds on the latest version): none of them is in any deployment of the second release.
+    ids = [v.id for v in script.versions]
+    tainted = set(ids[ids.index(failed_version) : ids.index(new)])
+    assert failed_version in tainted and len(tainted) == 2
+    for deployment in script.deployments[deployments_before:]:
+        assert not set(deployment.traffic()) & tainted, deployment

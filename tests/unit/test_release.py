@@ -17,7 +17,8 @@ from invoke.runners import Result
 from cfops import cli, release
 from cfops.config import Settings, load_settings
 from cfops.errors import UsageError
-from cfops.release import Context, Options, Step, StepResult
+from cfops.records import PerfRecord
+from cfops.release import Context, Options, Skip, Step, StepResult
 
 
 def nox_command(*args: str) -> str:
@@ -110,7 +111,7 @@ def test_steps_run_in_order_and_stop_at_the_first_failure(
     marker = settings.root / "ran"
     steps = [
         Step("first", lambda ctx: py("print('one')")),
-        Step("skipped one", lambda ctx: py("raise SystemExit(3)"), skip=lambda ctx: "not needed"),
+        Step("skipped one", lambda ctx: py("raise SystemExit(3)"), skip=lambda ctx: Skip("not needed")),
         Step(
             "breaks",
             lambda ctx: py("import sys; print('error: the thing broke', file=sys.stderr); sys.exit(1)"),
@@ -141,7 +142,7 @@ def test_a_failure_after_the_upload_rolls_back(settings: Settings, monkeypatch: 
     )
     assert [(r.name, r.status) for r in results] == [("canary", "failed"), ("rollback", "ok")]
     assert marker.read_text() == "canary"
-    assert ctx.values["rolled_back_to"] == "v-old"
+    assert ctx.state.rolled_back_to == "v-old"
 
 
 def test_a_failed_rollback_is_reported_loudly(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -183,14 +184,9 @@ def test_the_report_is_json_markdown_and_step_summary(settings: Settings, tmp_pa
         settings,
         [Step("a", lambda ctx: py("print('fine')")), Step("b", lambda ctx: py("raise SystemExit(1)"))],
     )
-    ctx.canary["canary"] = {
-        "p50_ms": 1,
-        "p95_ms": 2,
-        "p99_ms": 3,
-        "error_rate": 0.0,
-        "passed": True,
-        "requests": 20,
-    }
+    ctx.perf["canary"] = PerfRecord(
+        p50_ms=1, p95_ms=2, p99_ms=3, error_rate=0.0, passed=True, requests=20, answers_by_version={"v1": 20}
+    )
     data = release.summarize(ctx, results, "2026-11-28T00:00:00+00:00", 1.5)
     release.write_report(settings, data)
     written = json.loads((settings.artifacts_dir / "release.json").read_text())
@@ -198,7 +194,7 @@ def test_the_report_is_json_markdown_and_step_summary(settings: Settings, tmp_pa
     assert [s["status"] for s in written["steps"]] == ["ok", "failed"]
     markdown = (settings.artifacts_dir / "release.md").read_text()
     assert "| ✓ | a |" in markdown and "| ✗ | b |" in markdown
-    assert "| canary | 1 | 2 | 3 | 0.0 | True |" in markdown
+    assert "| canary | 1 | 2 | 3 | 0.0 | True | `v1` 20 |" in markdown
     assert summary.read_text().startswith("earlier\n## Release `local`: failed")
 
 

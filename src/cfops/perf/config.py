@@ -38,6 +38,9 @@ from cfops.errors import ConfigError, UsageError
 ENGINES: tuple[Engine, ...] = typing.get_args(Engine)
 # Ceilings no setting can raise: a canary is a probe, not a load test.
 HARD_BOUNDS = PerfBounds()
+# Every answer of the backend names the Worker version that produced it (the version-metadata binding in
+# the Worker, IMMCAD_VERSION_ID locally): Cloudflare ignores an override silently, so this is the proof.
+ANSWERED_BY_HEADER = "x-immcad-version"
 DEFAULT_PROBE_BODY = {"session_id": "perf-smoke-{i}", "message": "performance canary probe"}
 USER_AGENT = "cfops-perf"
 

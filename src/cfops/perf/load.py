@@ -32,7 +32,7 @@ import yarl
 from cfops import output
 from cfops.config import PerfProbe
 from cfops.errors import CheckFailed, MissingToolError
-from cfops.perf.config import USER_AGENT, RunConfig, probe_body
+from cfops.perf.config import ANSWERED_BY_HEADER, USER_AGENT, RunConfig, probe_body
 from cfops.procs import Terminated
 
 # One httpx pool stays fast up to about 10 connections (encode/httpcore#1035): shard above that.
@@ -42,7 +42,8 @@ _LAG_PROBE_NS = 5_000_000
 _EXAMPLE_CHARS = 160
 
 ErrorKind = str  # "connect" | "timeout" | "4xx" | "5xx" | "unexpected status" | "protocol"
-Send = Callable[["Prepared", bytes | None], Awaitable[tuple[int, bytes]]]
+# status, body, and the x-immcad-version the answer carried (None without one)
+Send = Callable[["Prepared", bytes | None], Awaitable[tuple[int, bytes, str | None]]]
 
 
 @dataclass(frozen=True)
@@ -154,14 +155,14 @@ class AiohttpEngine:
     def sender(self, worker: int) -> Send:
         session, urls = self._session, self._urls
 
-        async def send(p: Prepared, body: bytes | None) -> tuple[int, bytes]:
+        async def send(p: Prepared, body: bytes | None) -> tuple[int, bytes, str | None]:
             url = urls.get(p.url)
             if url is None:
                 url = urls[p.url] = yarl.URL(p.url)  # parsed once, not per request
             async with session.request(
                 p.method, url, data=body, headers=p.headers, allow_redirects=False
             ) as response:
-                return response.status, await response.read()
+                return response.status, await response.read(), response.headers.get(ANSWERED_BY_HEADER)
 
         return send
 
@@ -199,9 +200,9 @@ class HttpxEngine:
     def sender(self, worker: int) -> Send:
         client = self._clients[worker % len(self._clients)]
 
-        async def send(p: Prepared, body: bytes | None) -> tuple[int, bytes]:
+        async def send(p: Prepared, body: bytes | None) -> tuple[int, bytes, str | None]:
             response = await client.request(p.method, p.url, content=body, headers=p.headers)
-            return response.status_code, response.content
+            return response.status_code, response.content, response.headers.get(ANSWERED_BY_HEADER)
 
         return send
 
@@ -228,6 +229,7 @@ class Samples:
     kind: list[ErrorKind | None] = field(default_factory=list)
     probe: list[int] = field(default_factory=list)
     lag_ns: list[int] = field(default_factory=list)  # open model: actual send - due time
+    version: list[str | None] = field(default_factory=list)  # which Worker version answered
 
     def __len__(self) -> int:
         return len(self.latency_ns)
@@ -274,11 +276,11 @@ async def _run(config: RunConfig, base_url: str, progress: ProgressSink | None) 
         nonlocal failed
         probe = probes[order[index % len(order)]]
         body = probe.body_for(index)
-        status, payload = 0, b""
+        status, payload, version = 0, b"", None
         error: BaseException | None = None
         started = time.perf_counter_ns()
         try:
-            status, payload = await send(probe, body)
+            status, payload, version = await send(probe, body)
             kind = classify_status(status, probe.expected)
         except (aiohttp.ClientError, httpx.HTTPError, OSError, TimeoutError) as exc:
             kind, error = classify_error(exc), exc
@@ -289,6 +291,7 @@ async def _run(config: RunConfig, base_url: str, progress: ProgressSink | None) 
         samples.kind.append(kind)
         samples.probe.append(order[index % len(order)])
         samples.lag_ns.append(0 if due_ns is None else max(0, started - due_ns))
+        samples.version.append(version)
         if kind is not None:
             failed += 1
             if kind not in examples:
@@ -306,7 +309,7 @@ async def _run(config: RunConfig, base_url: str, progress: ProgressSink | None) 
                 for index in counter:
                     probe = probes[order[index % len(order)]]
                     try:
-                        status, _ = await send(probe, probe.body_for(index))
+                        status, _, _ = await send(probe, probe.body_for(index))
                         warm_failed += classify_status(status, probe.expected) is not None
                     except (aiohttp.ClientError, httpx.HTTPError, OSError, TimeoutError):
                         warm_failed += 1

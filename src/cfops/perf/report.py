@@ -138,6 +138,37 @@ def _summary_ms(summary: LatencySummary | None) -> dict[str, float] | None:
     return summary.to_ms() if summary else None
 
 
+UNKNOWN_VERSION = "unknown"  # an answer without x-immcad-version
+
+
+def answers_by_version(status: list[int], version: list[str | None]) -> dict[str, int]:
+    """How many answers each Worker version gave (requests without an answer are not counted)."""
+    counts = Counter(v or UNKNOWN_VERSION for s, v in zip(status, version, strict=True) if s)
+    return dict(counts.most_common())
+
+
+def version_check(expected: str, answers: dict[str, int]) -> Check:
+    """Every answer must come from ``expected``: Cloudflare silently ignores an override for a version
+    that is not in the current deployment, and then the old version would be measured."""
+    total = sum(answers.values())
+    others = {v: n for v, n in answers.items() if v != expected}
+    if not total:
+        return Check(
+            "answered by", 1.0, None, False, f"no answer to tell which version answered ({expected})"
+        )
+    if not others:
+        return Check("answered by", 1.0, 1.0, True, f"all {total} answered by {expected}")
+    wrong = sum(others.values())
+    who = ", ".join(f"{v} ({n})" if len(others) > 1 else v for v, n in others.items())
+    return Check(
+        "answered by",
+        1.0,
+        (total - wrong) / total,
+        False,
+        f"override not honoured: {wrong} of {total} answered by {who}",
+    )
+
+
 def build_stats(config: RunConfig, result: RunResult) -> dict[str, Any]:
     s = result.samples
     count = len(s)
@@ -163,6 +194,10 @@ def build_stats(config: RunConfig, result: RunResult) -> dict[str, Any]:
         "throughput_rps": round(count / wall, 2) if wall > 0 else 0.0,
         "latency_ms": _summary_ms(summarize(responded)),
         "status_codes": {str(k): v for k, v in sorted(Counter(x for x in s.status if x).items())},
+        # Samples built without versions (older callers) count as answers of an unknown version.
+        "answers_by_version": answers_by_version(
+            s.status, [*s.version, *[None] * (len(s.status) - len(s.version))]
+        ),
         "errors": dict(sorted(failures.items())),
         "error_examples": dict(sorted(result.examples.items())),
         "per_probe": per_probe,
@@ -265,6 +300,8 @@ def evaluate(config: RunConfig, stats: dict[str, Any]) -> tuple[list[Check], dic
     if failed:
         detail += f" ({failed} of {count} failed: {kinds})"
     checks.append(Check("error rate", t.max_error_rate, rate, rate <= t.max_error_rate, detail))
+    if config.version_id is not None:
+        checks.insert(0, version_check(config.version_id, stats["answers_by_version"]))
     baseline = None
     if t.baseline is not None:
         base = load_baseline(t.baseline)

@@ -1,0 +1,161 @@
+"""`invoke recover`: finish what an interrupted release left, from its journal and the live deployment.
+
+The journal (cfops.journal) says where the last release stopped; the live deployment says what serves.
+By default the Worker goes back to the release's recorded stable version (a verified rollback). With
+``--resume`` the release continues instead: the split new@0 where it never happened, the canary through
+the override header, then the stages it had not reached, each with its smoke; any failure rolls back.
+With nothing unfinished it says so and exits 0.
+
+Without a journal entry to go by (a split left by hand or by another checkout), the stable version is the
+last one that had 100 % of the traffic before the current deployment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from cfops import cli, journal, output
+from cfops.config import Settings
+from cfops.deploy import (
+    Worker,
+    current_deployment,
+    default_rollback_version,
+    list_deployments,
+    new_tag,
+    rollback,
+    rollback_hint,
+    tagged_versions,
+)
+from cfops.errors import CfopsError, UsageError
+from cfops.journal import Entry
+from cfops.release import (
+    Context,
+    Options,
+    Step,
+    canary_step,
+    run_pipeline,
+    smoke_step,
+    split_step,
+    stage_steps,
+)
+
+WORKER: Worker = "native"  # only the native Worker is released in stages
+
+
+def _record(settings: Settings, release: str, event: journal.Event, **fields: object) -> None:
+    journal.record(settings.artifacts_dir, Entry(release=release, event=event, worker=WORKER, **fields))  # type: ignore[arg-type]
+
+
+def roll_back(settings: Settings, last: journal.ReleaseJournal | None) -> int:
+    name = settings.native.name
+    live = current_deployment(settings, WORKER)
+    release = last.release if last is not None and not last.finished else f"recover-{new_tag()[6:]}"
+    stable = last.stable if last is not None and not last.finished else None
+    if stable is None:
+        if live is None:
+            raise UsageError(
+                f"{name} has no deployment and the journal no stable version: nothing to roll back to"
+            )
+        stable = live.stable_version or default_rollback_version(list_deployments(settings, WORKER))
+    if last is not None and not last.finished and last.last.event == "uploading" and last.last.tag:
+        orphans = [v.id for v in tagged_versions(settings, WORKER, last.last.tag)]
+        if orphans:
+            output.warn(f"uploaded but never deployed by release {release}: {', '.join(orphans)}")
+    if live is not None and live.traffic == {stable: 100.0}:
+        _record(
+            settings,
+            release,
+            "done",
+            outcome="recovered",
+            stable=stable,
+            detail="already on the stable version",
+        )
+        output.success(f"{name} already serves its stable version {stable} at 100 %; the release is closed")
+        return 0
+    _record(settings, release, "rolling-back", stable=stable, detail="invoke recover")
+    try:
+        rollback(settings, WORKER, stable, message=f"cfops recover: back to {stable[:8]}")
+    except CfopsError as exc:
+        _record(settings, release, "rollback-failed", stable=stable, detail=str(exc))
+        raise
+    _record(settings, release, "rolled-back", stable=stable)
+    _record(settings, release, "done", outcome="recovered", stable=stable)
+    output.success(f"{name} is back on {stable} at 100 % (read back from the API)")
+    return 0
+
+
+def resume(settings: Settings, last: journal.ReleaseJournal) -> int:
+    name = settings.native.name
+    started = last.entries[0]
+    new, stable = last.new, last.stable
+    if new is None and last.last.tag:
+        landed = tagged_versions(settings, WORKER, last.last.tag)
+        new = landed[0].id if landed else None
+    if new is None or stable is None or not started.base_url or not started.stages:
+        raise UsageError(
+            f"release {last.release} stopped {last.where()}: there is no uploaded version (or no stable "
+            "one, or no canary URL) to continue with; run `invoke recover` without --resume"
+        )
+    live = current_deployment(settings, WORKER)
+    share = live.traffic.get(new) if live is not None else None
+    if live is not None and share is None and live.traffic != {stable: 100.0}:
+        shares = ", ".join(f"{v}@{p:g}" for v, p in live.traffic.items())
+        raise UsageError(
+            f"{name} serves {shares}, neither the release's new version {new} nor its stable {stable} "
+            "alone: run `invoke recover` (without --resume) or check by hand: "
+            + rollback_hint(settings, WORKER, stable)
+        )
+    current = share or 0.0
+    options = Options(pipeline="production", stages=started.stages)
+    ctx = Context(settings=settings, options=options, journaled=True)
+    ctx.state.release_id, ctx.state.base_url = last.release, started.base_url
+    ctx.state.new_version, ctx.state.old_version = new, stable
+    ctx.rollback_to, ctx.rollback_worker = stable, WORKER
+    steps: list[Step] = [] if share is not None else [split_step(0)]
+    steps.append(canary_step(ctx))
+    if current > 0:  # the stage the release stopped in: its smoke again, at the split it already has
+        steps.append(smoke_step(ctx, current))
+    steps += stage_steps(ctx, [s for s in started.stages if s > current])
+    output.info(f"resuming release {last.release} ({last.where()}): {new} at {current:g} %")
+    report = run_pipeline(ctx, steps)
+    if report["result"] == "passed":
+        output.success(f"release {last.release} resumed and finished: {name} serves {new} at 100 %")
+        return 0
+    output.error(f"release {last.release} resumed and {report['result']} at {report['stopped_at']}")
+    return 1
+
+
+def recover(settings: Settings, *, resume_release: bool = False) -> int:
+    with journal.release_lock(settings.artifacts_dir, "recovering"):
+        last = journal.last_release(settings.artifacts_dir)
+        unfinished = last is not None and not last.finished
+        live = current_deployment(settings, WORKER)
+        split = live is not None and len(live.traffic) > 1
+        if not unfinished and not split:
+            serving = f"{live.primary_version} at 100 %" if live else "no deployment yet"
+            output.success(
+                f"nothing to recover: no unfinished release, and {settings.native.name} serves {serving}"
+            )
+            return 0
+        if last is not None and unfinished:
+            output.warn(f"release {last.release} stopped {last.where()}")
+        if resume_release:
+            if last is None or not unfinished:
+                raise UsageError("--resume needs an unfinished release in the journal; run `invoke recover`")
+            return resume(settings, last)
+        return roll_back(settings, last)
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = cli.parser("recover", __doc__)
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the stages (with their canaries) instead of rolling back",
+    )
+    args = parser.parse_args(argv)
+    return recover(cli.settings_from_env(), resume_release=args.resume)
+
+
+if __name__ == "__main__":
+    cli.run_main(main)
