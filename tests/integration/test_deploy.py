@@ -483,6 +483,9 @@ def test_an_upload_whose_answer_was_lost_is_found_by_its_tag_not_uploaded_again(
     record = artifact(worker_project, "deploy-proxy.json")
     assert record["version_id"] == landed[-1].id and record["tag"] == "rel-42"
     assert "carrying tag rel-42 landed" in ran.stderr
+    # After a failure wrangler asks npm for a newer version of itself (refused here): not an API call.
+    assert set(api.stray) <= {"CONNECT registry.npmjs.org:443"}
+    api.stray.clear()
 
 
 def test_an_upload_retried_by_wrangler_deploys_the_version_wrangler_reported(
