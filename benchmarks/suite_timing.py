@@ -36,6 +36,9 @@ def run(selection: list[str], workers: str) -> tuple[float, dict[str, int]]:
     counts = {
         kind.rstrip("s") if kind.startswith("error") else kind: int(n) for n, kind in _COUNT.findall(summary)
     }
+    for line in proc.stdout.splitlines():
+        if line.startswith(("FAILED ", "ERROR ")):
+            print(f"  {workers=}: {line}")
     if proc.returncode not in (0, 1) or not counts:
         sys.exit(f"{' '.join(argv)} exited {proc.returncode}: {(proc.stdout + proc.stderr)[-800:]}")
     return wall, counts
