@@ -233,7 +233,8 @@ def test_production_release_canaries_promotes_through_the_stages_to_100(
     assert_no_token(proc, release_project)
 
 
-def _production(root: Path, api: FakeCloudflare, backend: RecordingBackend, **env: str) -> Any:
+def _production(root: Path, api: FakeCloudflare, front: WorkerFront, **env: str) -> Any:
+    """A production release whose smokes reach the version-answering Worker front."""
     return invoke(
         root,
         api,
@@ -242,14 +243,14 @@ def _production(root: Path, api: FakeCloudflare, backend: RecordingBackend, **en
         "production",
         "--skip-tests",
         "--base-url",
-        backend.url,
+        front.url,
         IMMCAD_API_BEARER_TOKEN=TOKEN,
         **env,
     )
 
 
 def test_a_new_version_failing_more_at_10_percent_rolls_back(
-    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, backend: RecordingBackend
+    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, front: WorkerFront
 ) -> None:
     cloudflare_api.seed(NATIVE)
     cloudflare_api.analytics.traffic(
@@ -258,7 +259,7 @@ def test_a_new_version_failing_more_at_10_percent_rolls_back(
         new=Profile(error_rate=0.06, latency_ms=80),
         old=Profile(error_rate=0.01, latency_ms=80),
     )
-    proc = _production(release_project, cloudflare_api, backend)
+    proc = _production(release_project, cloudflare_api, front)
     assert proc.returncode == 1, proc.stdout[-4000:]
     data = report(release_project)
     new, old = data["versions"]["new"], data["versions"]["previous"]
@@ -279,11 +280,11 @@ def test_a_new_version_failing_more_at_10_percent_rolls_back(
 
 
 def test_too_little_traffic_is_inconclusive_and_fails_safe_by_default(
-    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, backend: RecordingBackend
+    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, front: WorkerFront
 ) -> None:
     cloudflare_api.seed(NATIVE)
     cloudflare_api.analytics.traffic(DATASET, 1000, new=Profile())  # 100 requests at 10 %: < 200
-    proc = _production(release_project, cloudflare_api, backend)
+    proc = _production(release_project, cloudflare_api, front)
     assert proc.returncode == 1, proc.stdout[-4000:]
     data = report(release_project)
     assert data["stopped_at"] == "analysis at 10 %" and data["versions"]["rolled_back_to"]
@@ -295,11 +296,11 @@ def test_too_little_traffic_is_inconclusive_and_fails_safe_by_default(
 
 
 def test_under_the_pass_policy_an_inconclusive_stage_passes_on_its_smoke(
-    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, backend: RecordingBackend
+    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, front: WorkerFront
 ) -> None:
     cloudflare_api.seed(NATIVE)
     cloudflare_api.analytics.traffic(DATASET, 1000, new=Profile())
-    proc = _production(release_project, cloudflare_api, backend, CFOPS_RELEASE_INCONCLUSIVE="pass")
+    proc = _production(release_project, cloudflare_api, front, CFOPS_RELEASE_INCONCLUSIVE="pass")
     assert proc.returncode == 0, proc.stdout[-4000:]
     data = report(release_project)
     assert data["analysis"]["analysis at 10 %"]["outcome"] == "pass"
@@ -308,11 +309,11 @@ def test_under_the_pass_policy_an_inconclusive_stage_passes_on_its_smoke(
 
 
 def test_a_token_without_analytics_read_fails_before_the_upload(
-    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, backend: RecordingBackend
+    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, front: WorkerFront
 ) -> None:
     cloudflare_api.seed(NATIVE)
     cloudflare_api.analytics.readable = False
-    proc = _production(release_project, cloudflare_api, backend)
+    proc = _production(release_project, cloudflare_api, front)
     assert proc.returncode == 1
     data = report(release_project)
     assert data["stopped_at"] == "analytics access"
