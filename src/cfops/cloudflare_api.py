@@ -95,7 +95,8 @@ class VersionInfo:
 # -------------------------------------------------------------------------------------------- client
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """The wait a 429/503 asks for: ``Retry-After`` in seconds or as an HTTP date (None if absent)."""
     value = response.headers.get("retry-after")
     if not value:
         return None
@@ -147,7 +148,7 @@ class CloudflareApi:
         if response.status_code == 429 or response.status_code >= 500:
             raise retry.TransientError(
                 f"HTTP {response.status_code}" + (f" (Cloudflare error {code})" if code else ""),
-                retry_after=_retry_after(response),
+                retry_after=retry_after_seconds(response),
             )
         if response.is_success and isinstance(body, dict) and body.get("success", True):
             return body.get("result")

@@ -9,6 +9,7 @@ answer the same again. Every retry is announced once, and the whole is bounded i
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -62,8 +63,13 @@ def _waiter(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
     return wait
 
 
-def call(what: str, fn: Callable[[], T], policy: RetryPolicy) -> T:
-    """``fn()``, repeated on a TransientError within ``policy``; the last error is raised as it is."""
+def call(
+    what: str, fn: Callable[[], T], policy: RetryPolicy, *, sleep: Callable[[float], None] = time.sleep
+) -> T:
+    """``fn()``, repeated on a TransientError within ``policy``; the last error is raised as it is.
+
+    ``sleep`` is injectable so tests of a caller's bounds need not wait out the backoff.
+    """
 
     def announce(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -76,5 +82,6 @@ def call(what: str, fn: Callable[[], T], policy: RetryPolicy) -> T:
         retry=retry_if_exception(is_transient),
         before_sleep=announce,
         reraise=True,
+        sleep=sleep,
     )
     return retrying(fn)

@@ -219,10 +219,23 @@ def test_the_sql_api_down_is_retried_within_bounds(api: FakeCloudflare, settings
     sleeps: list[float] = []
     with _client(settings, sleeps) as sql:
         answer = sql.query(query.show_tables())
-    assert answer.attempts == 3 and sleeps == [1.0, 2.0]
+    # cfops.retry's backoff: 1 s then 2 s, each plus up to 1 s of jitter.
+    assert answer.attempts == 3 and len(sleeps) == 2
+    assert 1.0 <= sleeps[0] <= 2.0 and 2.0 <= sleeps[1] <= 3.0
     api.fail("POST", "/analytics_engine/sql", 10003, "down", status=503, times=10)
     with _client(settings, sleeps) as sql, pytest.raises(AnalyticsUnavailable, match="after 4 attempts"):
         sql.query(query.show_tables())
+
+
+def test_the_sql_api_429_waits_what_retry_after_asks_and_a_dropped_connection_is_retried(
+    api: FakeCloudflare, settings: Any
+) -> None:
+    api.inject("POST", r"/analytics_engine/sql", status=429, retry_after=7)
+    api.inject("POST", r"/analytics_engine/sql", drop=True)
+    sleeps: list[float] = []
+    with _client(settings, sleeps) as sql:
+        answer = sql.query(query.show_tables())
+    assert answer.attempts == 3 and sleeps[0] == 7.0 and len(sleeps) == 2
 
 
 def test_missing_credentials_are_bad_input(tmp_path: Path) -> None:

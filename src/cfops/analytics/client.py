@@ -1,10 +1,11 @@
 """The Analytics Engine SQL API over httpx: ``POST {api}/accounts/<id>/analytics_engine/sql``, the query
 text as the body, the API token as a bearer token.
 
-Transient failures (network errors, 429, 5xx) are retried a bounded number of times with backoff; what
-is left is ``AnalyticsUnavailable``. A refused token is ``AnalyticsAccessError`` (one line naming the
-missing permission), a refused query ``AnalyticsQueryError``. The transport is injectable for tests of
-the retry policy; the integration tests talk to the fake API's real HTTP server.
+Transient failures (network errors, 429, 5xx) are retried through ``cfops.retry`` (bounded, with backoff,
+honouring Retry-After); what is left is ``AnalyticsUnavailable``. A refused token is
+``AnalyticsAccessError`` (one line naming the missing permission), a refused query
+``AnalyticsQueryError``. The transport is injectable; the integration tests talk to the fake API's real
+HTTP server.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any
 
 import httpx
 
-from cfops import cloudflare, output
+from cfops import cloudflare, output, retry
 from cfops.cloudflare import ACCOUNT_ID, API_BASE_URL, API_TOKEN, AUTH_CODES, CREDENTIALS
+from cfops.cloudflare_api import retry_after_seconds
 from cfops.config import Settings
 from cfops.errors import CfopsError, CheckFailed, UsageError
 
@@ -95,7 +97,13 @@ class SqlClient:
         self.url = f"{base}/accounts/{env[ACCOUNT_ID].strip()}/analytics_engine/sql"
         token = env[API_TOKEN].strip()
         output.add_secrets([token])
-        self.attempts = max(1, settings.analytics.attempts)
+        # The SQL API is read-only, so every transient failure may be retried: the shared policy
+        # (bounded attempts and time, exponential backoff with jitter, Retry-After honoured).
+        self._policy = retry.RetryPolicy(
+            attempts=max(1, settings.analytics.attempts),
+            max_seconds=settings.deploy.retry_max_seconds,
+            initial_wait=1.0,
+        )
         self._sleep = sleep
         self._client = httpx.Client(
             headers={"authorization": f"Bearer {token}", "content-type": "text/plain"},
@@ -114,30 +122,40 @@ class SqlClient:
         self._client.close()
 
     def query(self, text: str) -> Answer:
-        # TODO(i12): switch to the shared Cloudflare API client's retry helper once it is on main; the
-        # policy is the same (bounded attempts, exponential backoff, 5xx/429/network only).
-        last = ""
-        for attempt in range(1, self.attempts + 1):
-            try:
-                response = self._client.post(self.url, content=text.encode())
-            except httpx.HTTPError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            else:
-                if response.status_code < 400:
-                    return self._answer(response, attempt)
-                if _auth_refused(response):
-                    raise AnalyticsAccessError(
-                        f"the SQL API refused the token ({_error_text(response)}): {API_TOKEN} "
-                        f"needs the permission {PERMISSION} on the account {ACCOUNT_ID} names"
-                    )
-                if response.status_code != 429 and response.status_code < 500:
-                    raise AnalyticsQueryError(f"the SQL API refused the query: {_error_text(response)}")
-                last = f"HTTP {response.status_code}: {_error_text(response)}"
-            if attempt < self.attempts:
-                self._sleep(min(2.0 ** (attempt - 1), 8.0))
-        raise AnalyticsUnavailable(
-            f"the Analytics Engine SQL API did not answer after {self.attempts} attempts "
-            f"({output.redact(last)})"
+        attempts = 0
+
+        def once() -> httpx.Response:
+            nonlocal attempts
+            attempts += 1
+            return self._post(text)
+
+        try:
+            response = retry.call("the Analytics Engine SQL API", once, self._policy, sleep=self._sleep)
+        except retry.TransientError as exc:
+            raise AnalyticsUnavailable(
+                f"the Analytics Engine SQL API did not answer after {attempts} attempts "
+                f"({output.redact(str(exc))})"
+            ) from None
+        return self._answer(response, attempts)
+
+    def _post(self, text: str) -> httpx.Response:
+        """One attempt: the answer, or the error that says whether another attempt may help."""
+        try:
+            response = self._client.post(self.url, content=text.encode())
+        except httpx.HTTPError as exc:
+            raise retry.TransientError(f"{type(exc).__name__}: {exc}") from None
+        if response.status_code < 400:
+            return response
+        if _auth_refused(response):
+            raise AnalyticsAccessError(
+                f"the SQL API refused the token ({_error_text(response)}): {API_TOKEN} "
+                f"needs the permission {PERMISSION} on the account {ACCOUNT_ID} names"
+            )
+        if response.status_code != 429 and response.status_code < 500:
+            raise AnalyticsQueryError(f"the SQL API refused the query: {_error_text(response)}")
+        raise retry.TransientError(
+            f"HTTP {response.status_code}: {_error_text(response)}",
+            retry_after=retry_after_seconds(response),
         )
 
     @staticmethod
