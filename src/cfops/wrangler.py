@@ -3,6 +3,7 @@ function that runs wrangler (ND-JSON events, Cloudflare error codes turned into 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -73,20 +74,34 @@ def ensure_node_toolchain(settings: Settings) -> Path:
     """``npm ci`` in the worker directory unless node_modules already matches the lock; returns its bin.
 
     The marker keeps warm runs free: npm ci wipes and reinstalls (~10 s), so it only runs when the lock
-    changed or node_modules is missing.
+    changed or node_modules is missing. Concurrent cfops processes (two sessions, a release beside a
+    preflight) take turns on a lock file, and the second one finds the marker the first one wrote. The lock
+    lives in the temp dir: npm ci deletes node_modules, and a file in the Worker directory would enter its
+    bundle digests and image context.
     """
     package_dir = settings.worker_dir
     modules = package_dir / "node_modules"
     digest = _lock_digest(package_dir)
     marker = modules / _MARKER
-    if not (marker.is_file() and marker.read_text().strip() == digest):
-        # Any npm installs it (Node 20's included): the Node that then runs wrangler is the pinned package.
-        procs.which(
-            "node", hint="install Node.js and npm (any version from 20 on: the project pins its own Node)"
-        )
-        npm = procs.which("npm", hint="install npm (it ships with Node.js)")
-        procs.run([npm, "ci", "--no-audit", "--no-fund"], cwd=package_dir, timeout=600, what="npm ci")
-        marker.write_text(digest + "\n")
+
+    def installed() -> bool:
+        return marker.is_file() and marker.read_text().strip() == digest
+
+    if installed():
+        return modules / ".bin"
+    key = hashlib.sha256(str(package_dir.resolve()).encode()).hexdigest()[:16]
+    with (Path(tempfile.gettempdir()) / f"cfops-npm-ci-{key}.lock").open("a") as lock:
+        # Blocking: the holder's npm ci is itself bounded by its timeout below.
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        if not installed():
+            # Any npm installs it (Node 20's included): the Node that then runs wrangler is the pinned
+            # package.
+            procs.which(
+                "node", hint="install Node.js and npm (any version from 20 on: the project pins its own Node)"
+            )
+            npm = procs.which("npm", hint="install npm (it ships with Node.js)")
+            procs.run([npm, "ci", "--no-audit", "--no-fund"], cwd=package_dir, timeout=600, what="npm ci")
+            marker.write_text(digest + "\n")
     return modules / ".bin"
 
 
