@@ -142,6 +142,10 @@ _OWN_NAMES = {
     "REDIS_URL",
     "BACKEND_ORIGIN",
     "GITHUB_STEP_SUMMARY",
+    # CI runners set these, and cfops reads them (the preflight cache's CI policy, GitHub annotations):
+    # a test that wants them sets them itself.
+    "CI",
+    "GITHUB_ACTIONS",
 }
 # How the suite itself is run (CI's engine requirement) stays.
 _KEEP = {"CFOPS_REQUIRE_DOCKER"}

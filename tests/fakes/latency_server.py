@@ -12,7 +12,8 @@ process owned by the test). Counters are per full URL (path + query), so each te
   ``after_ms`` and ``after_ms + for_ms`` are held until that window ends (a stalled server).
 - ``/auth``: 200 with ``Authorization: Bearer $FAKE_TOKEN``; otherwise 401 *echoing what it was sent*
   (a careless server), which is how the tests prove the client redacts its token from error examples.
-- ``/require-header?name=X&value=Y``: 200 when header X equals Y, else 412 naming what arrived.
+- ``/require-header?name=X&value=Y``: 200 when header X equals Y, else 412 naming what arrived; for a
+  version override (``<worker>="<id>"``) the 200 carries ``x-immcad-version: <id>``, as an honoured one does.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -30,6 +32,8 @@ from pathlib import Path
 from aiohttp import web
 
 from cfops import procs
+
+OVERRIDE_HEADER = "cloudflare-workers-version-overrides"
 
 _counts: Counter[str] = Counter()
 _stall_start: dict[str, float] = {}
@@ -91,7 +95,9 @@ async def require_header(request: web.Request) -> web.Response:
     name, value = request.query["name"], request.query["value"]
     got = request.headers.get(name)
     if got == value:
-        return web.Response(text="ok")
+        # Cloudflare honouring a version override answers from that version, and the backend names it.
+        honoured = re.fullmatch(r'[^=]+="([^"]+)"', value) if name.lower() == OVERRIDE_HEADER else None
+        return web.Response(text="ok", headers={"x-immcad-version": honoured[1]} if honoured else {})
     return web.Response(status=412, text=f"{name} was {got!r}")
 
 

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
@@ -45,6 +46,17 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"NO DOCKER ENGINE FOR THE IMAGE TESTS: {reason}")
 
 
+def _images(client: docker.DockerClient, **filters: Any) -> list[Any]:
+    """``images.list``, again if an image vanished between the engine's list and the SDK's inspect of
+    it: other tests (the release rehearsal's spike image) build and remove images at the same time."""
+    for _ in range(5):
+        try:
+            return list(client.images.list(**filters))
+        except docker.errors.ImageNotFound:
+            continue
+    return list(client.images.list(**filters))
+
+
 @pytest.fixture(scope="session")
 def engine() -> Iterator[docker.DockerClient]:
     settings = load_settings(REPO, os.environ)
@@ -57,19 +69,17 @@ def engine() -> Iterator[docker.DockerClient]:
         client.images.get(base)
     except docker.errors.ImageNotFound:
         _unavailable(f"base image {base} is not present (scripts/make_base_image.sh, then set PYTHON_IMAGE)")
-    dangling_before = {i.id for i in client.images.list(filters={"dangling": True})}
+    dangling_before = {i.id for i in _images(client, filters={"dangling": True})}
     yield client
     # Session teardown: remove what the tests tagged, then prove nothing of theirs is left behind.
-    for tagged in client.images.list(filters={"label": f"{TEST_LABEL}={RUN_ID}"}):
+    for tagged in _images(client, filters={"label": f"{TEST_LABEL}={RUN_ID}"}):
         for tag in tagged.tags:
             if tag.startswith("cfops-test-"):
                 client.images.remove(tag)
-    for tag in [
-        t for i in client.images.list() for t in i.tags if t.startswith("cfops-test-") and RUN_ID in t
-    ]:
+    for tag in [t for i in _images(client) for t in i.tags if t.startswith("cfops-test-") and RUN_ID in t]:
         client.images.remove(tag)  # the -deps stage tags (the label sits on final images only)
     containers = client.containers.list(all=True, filters={"label": f"{TEST_LABEL}={RUN_ID}"})
-    dangling_after = {i.id for i in client.images.list(filters={"dangling": True})}
+    dangling_after = {i.id for i in _images(client, filters={"dangling": True})}
     client.close()
     assert not containers, f"containers left by the tests: {containers}"
     assert dangling_after <= dangling_before, f"dangling images left: {dangling_after - dangling_before}"
@@ -223,7 +233,7 @@ def test_rebuild_after_a_change_removes_the_image_it_replaced(
     mini: Path, engine: docker.DockerClient
 ) -> None:
     tag = f"cfops-test-mini:{RUN_ID}"
-    dangling = {i.id for i in engine.images.list(filters={"dangling": True})}
+    dangling = {i.id for i in _images(engine, filters={"dangling": True})}
     ids = []
     for version in ("1", "2"):
         (mini / "Dockerfile").write_text(
@@ -236,7 +246,7 @@ def test_rebuild_after_a_change_removes_the_image_it_replaced(
     assert engine.images.get(tag).id == ids[1]
     with pytest.raises(docker.errors.ImageNotFound):
         engine.images.get(ids[0])  # untagged by the rebuild, so removed rather than left dangling
-    assert {i.id for i in engine.images.list(filters={"dangling": True})} <= dangling
+    assert {i.id for i in _images(engine, filters={"dangling": True})} <= dangling
 
 
 def test_env_is_given_at_run_time_and_secrets_go_by_name(
