@@ -66,6 +66,7 @@ def latency(data: dict[str, object]) -> dict[str, float]:
     return stats["latency_ms"]  # type: ignore[no-any-return]
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize(
     ("every", "engine", "fast", "slow"),
     [

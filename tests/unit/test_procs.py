@@ -64,6 +64,7 @@ def test_poll_health_waits_for_an_address_and_takes_its_own_rule() -> None:
     assert len(calls) == 3 and health.response.status_code == 404
 
 
+@pytest.mark.serial
 def test_poll_health_gives_up_at_the_timeout_with_the_last_answer_and_output() -> None:
     with answering(503) as url, pytest.raises(ServiceError) as info:
         procs.poll_health(
