@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-# Header (and variable) names whose values are credentials.
-SENSITIVE_WORDS = ("authorization", "cookie", "token", "key", "secret", "password", "credential")
+# The one list of words that mark a name (an environment variable, a setting, a header) as holding a
+# secret, matched case-insensitively anywhere in the name (cfops.config.is_secret_name reads it too).
+SECRET_WORDS = ("token", "key", "secret", "password", "credential")
+# Header names whose values are credentials: the secret words, and the headers that carry credentials
+# without saying so.
+SENSITIVE_WORDS = ("authorization", "cookie", *SECRET_WORDS)
 ENV_REF = "@env:"
 FILE_REF = "@file:"
 HANDOFF_PREFIX = "CFOPS_SECRET_ARG_"

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from cfops.config import load_settings
+from cfops.argv import is_sensitive
+from cfops.config import is_secret_name, load_settings
 from cfops.errors import ConfigError, UsageError
 
 
@@ -95,3 +96,23 @@ def test_generic_compat_variables_only_bind_the_command_that_uses_them(tmp_path:
     assert with_deferred_env(settings.perf, load_settings(tmp_path, {"CONCURRENCY": "7"})).concurrency == 7
     with pytest.raises(ConfigError, match="REQUESTS: expected an integer, got 'abc'"):
         with_deferred_env(settings.perf, settings)
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("CLOUDFLARE_API_TOKEN", True),
+        ("MY_service_key", True),
+        ("DB_PASSWORD", True),
+        ("SOME_CREDENTIALS_FILE", True),
+        ("CLIENT_SECRET", True),
+        ("ENVIRONMENT", False),
+        ("PYTHON_IMAGE", False),
+    ],
+)
+def test_a_secret_name_is_one_the_argv_hand_off_hides_too(tmp_path: Path, name: str, secret: bool) -> None:
+    """One list of the words that mark a secret (cfops.argv): settings and the argv hand-off agree."""
+    write_pyproject(tmp_path, "")
+    settings = load_settings(tmp_path, {})
+    assert is_secret_name(settings, name) is secret
+    assert is_sensitive(name) is secret

@@ -83,7 +83,12 @@ def test_the_contracts_fail_on_a_cycle_an_upward_import_and_an_app_importing_cfo
     broken = _lint_imports(copy)
     text = broken.stdout + broken.stderr
     assert broken.returncode == 1, text
-    assert re.search(r"Contracts: \d+ kept, 3 broken\.", text), text
+    # The three contracts each fail; a package's own layers contract may fail with them, because an upward
+    # import from core closes a chain through it (cfops.config.cloud -> cfops.cloudflare -> cfops.procs ->
+    # cfops.deploy -> cfops.config.load).
+    assert re.search(r"Contracts: \d+ kept, \d+ broken\.", text), text
+    for contract in ("cfops: entry point", "no import cycles", "immcad_api (the deployed backend)"):
+        assert re.search(rf"^{re.escape(contract)}.* BROKEN$", text, re.MULTILINE), text
     assert "- .sync -> .dev (1 import)" in text, text  # the cycle, and the import that closes it
     assert "cfops.procs -> cfops.deploy" in text, text
     assert "immcad_api.main -> cfops.output" in text, text
