@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from cfops import deploy as deploy_module
 from cfops import output
 from cfops.cloudflare import advice_for
 from cfops.config import load_settings
@@ -20,6 +19,7 @@ from cfops.deploy import (
     target,
     write_artifact,
 )
+from cfops.deploy import plan as deploy_plan
 from cfops.errors import ConfigError, MissingToolError, UsageError
 from cfops.secrets import plan, skip_reason
 from cfops.wrangler import WranglerRun, parse_events, require_credentials, wrangler_env
@@ -284,8 +284,8 @@ def test_target_checks_the_worker_name_against_its_config(project: Path) -> None
 
 def test_runner_choice(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(project, {})
-    monkeypatch.setattr(deploy_module, "wrangler_bin", lambda s: Path("/pinned/wrangler"))
-    monkeypatch.setattr(deploy_module, "pywrangler_problem", lambda s: "cannot reach index.pyodide.org:443")
+    monkeypatch.setattr(deploy_plan, "wrangler_bin", lambda s: Path("/pinned/wrangler"))
+    monkeypatch.setattr(deploy_plan, "pywrangler_problem", lambda s: "cannot reach index.pyodide.org:443")
     dry = choose_runner(settings, "auto", dry_run=True)
     assert dry.name == "wrangler" and "pywrangler cannot run here" in dry.note
     with pytest.raises(MissingToolError, match="--runner wrangler"):
@@ -294,8 +294,8 @@ def test_runner_choice(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         choose_runner(settings, "pywrangler", dry_run=True)
     stand_in = choose_runner(settings, "wrangler", dry_run=False)
     assert stand_in.program == Path("/pinned/wrangler") and "without vendored packages" in stand_in.note
-    monkeypatch.setattr(deploy_module, "pywrangler_problem", lambda s: None)
-    monkeypatch.setattr(deploy_module.shutil, "which", lambda name: f"/venv/bin/{name}")
+    monkeypatch.setattr(deploy_plan, "pywrangler_problem", lambda s: None)
+    monkeypatch.setattr(deploy_plan.shutil, "which", lambda name: f"/venv/bin/{name}")
     real = choose_runner(settings, "auto", dry_run=False)
     assert real.name == "pywrangler" and real.program == Path("/venv/bin/pywrangler") and real.note == ""
 
