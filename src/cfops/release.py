@@ -321,7 +321,7 @@ def _record_analysis(ctx: Context, name: str, artifact: str) -> str:
 
 
 def _rehearsal_analysis_step() -> Step:
-    """The gates on the local stack's own data points against a seeded baseline (labelled so)."""
+    """The configured gates tried on seeded versions (labelled so); the local stack's points beside them."""
     name, artifact = "analysis (seeded)", "analysis-local.json"
     return Step(
         name,

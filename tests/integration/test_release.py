@@ -524,10 +524,12 @@ def test_local_rehearsal_from_invoke_lists_every_step(worker_project: Path) -> N
     assert steps["tests"] == "skipped"
     assert data["canary"]["perf smoke through the proxy"]["passed"] is True
     assert "| ✓ | deploy dry-run (proxy) |" in (artifacts / "release.md").read_text()
-    # The rehearsal judged the local stack's own data points (the perf smoke's 20), labelled seeded.
+    # The rehearsal tried the gates on seeded versions (a verdict, and every seeded regression caught),
+    # labelled seeded, and read the local stack's own data points (the perf smoke's 20) beside them.
     rehearsal = data["analysis"]["analysis (seeded)"]
-    assert rehearsal["seeded"] is True and rehearsal["versions"]["new"]["version"] == "local-rehearsal"
-    assert rehearsal["versions"]["new"]["requests"] >= 20
+    assert rehearsal["seeded"] is True and rehearsal["verdict"] == "pass"
+    assert all(test["caught"] for test in rehearsal["self_test"])
+    assert rehearsal["local"]["version"] == "local-rehearsal" and rehearsal["local"]["requests"] >= 20
     assert "(seeded)" in (artifacts / "release.md").read_text()
 
 

@@ -4,7 +4,7 @@ The analysis commands the release runs (and people, to look):
 
     check                      the token can query Analytics Engine (and whether the dataset exists yet)
     stage --new V --old V …    soak, then judge one release stage by real traffic per version
-    rehearse --points FILE     the rehearsal's analysis: the local stack's data points (seeded baseline)
+    rehearse --points FILE     the rehearsal's analysis: the gates tried on seeded versions (+ local points)
     show --new V [--old V]     the last window's per-version numbers (what `nox -s versions --window` shows)
 
 ``stage`` exits 0 on pass (or inconclusive under the "pass" policy), 1 on fail (or inconclusive under
@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -183,14 +184,18 @@ def run_stage(
         "outcome": outcome,
         "checks": judgement.as_dict()["checks"],
         "clock_skew_seconds": None if skew is None else round(skew, 3),
-        "gates": {
-            "min_requests": gates.min_requests,
-            "error_rate_margin": gates.error_rate_margin,
-            "client_error_rate_margin": gates.client_error_rate_margin,
-            "p95_factor": gates.p95_factor,
-            "p95_slack_ms": gates.p95_slack_ms,
-            "inconclusive": gates.inconclusive,
-        },
+        "gates": gates_record(gates),
+    }
+
+
+def gates_record(gates: StageGates) -> dict[str, Any]:
+    return {
+        "min_requests": gates.min_requests,
+        "error_rate_margin": gates.error_rate_margin,
+        "client_error_rate_margin": gates.client_error_rate_margin,
+        "p95_factor": gates.p95_factor,
+        "p95_slack_ms": gates.p95_slack_ms,
+        "inconclusive": gates.inconclusive,
     }
 
 
@@ -254,40 +259,153 @@ def aggregate(points: Sequence[dict[str, Any]], version: str) -> VersionStats:
     )
 
 
-def rehearse(points_file: Path, gates: StageGates) -> dict[str, Any]:
-    """Judge the local stack's own traffic against a seeded baseline (the same traffic, labelled so).
+@dataclass(frozen=True, kw_only=True)
+class Seed:
+    """A seeded version's chosen numbers (the rehearsal's labelled stand-in for real traffic)."""
 
-    Exercises the layout, the aggregation and the configured gates before a production run; the SQL API
-    itself is exercised only against the fake API (tests) and in production.
+    label: str
+    error_rate: float
+    client_error_rate: float
+    p95_ms: float
+    regression: str | None = None  # the gate that must fail it (a deliberately degraded version)
+
+
+# The rehearsal's scenario (docs/analytics.md, "Rehearsal"). The healthy new version differs from the
+# old one by what two equal versions differ by in a window: gates that fail it would roll back releases
+# on noise. Each degraded version breaks one gate's dimension by a margin no sane gate lets through:
+# gates that pass one cannot catch that regression in production.
+SEED_BASELINE = Seed(label="seeded old", error_rate=0.01, client_error_rate=0.02, p95_ms=120.0)
+SEED_HEALTHY = Seed(label="seeded new", error_rate=0.011, client_error_rate=0.022, p95_ms=126.0)
+SEED_DEGRADED = (
+    Seed(
+        label="seeded new, 5xx x6",
+        error_rate=0.06,
+        client_error_rate=0.02,
+        p95_ms=120.0,
+        regression="5xx rate",
+    ),
+    Seed(
+        label="seeded new, 4xx x6",
+        error_rate=0.01,
+        client_error_rate=0.12,
+        p95_ms=120.0,
+        regression="4xx rate",
+    ),
+    Seed(label="seeded new, p95 x4", error_rate=0.01, client_error_rate=0.02, p95_ms=480.0, regression="p95"),
+)
+SEED_POINTS = 1000  # data points per seeded version; each stands for enough requests for a verdict
+
+
+def seeded_points(seed: Seed, gates: StageGates) -> list[dict[str, Any]]:
+    """A seeded version's data points in the layout's columns, sampled so they reach ``min_requests``.
+
+    Latencies rise evenly so the weighted p95 is exactly ``seed.p95_ms``; the first points carry the 5xx,
+    the next the 4xx answers.
     """
+    from immcad_api import analytics as layout
+
+    weight = max(1, math.ceil(gates.min_requests / SEED_POINTS))
+    n5 = round(seed.error_rate * SEED_POINTS)
+    n4 = round(seed.client_error_rate * SEED_POINTS)
+    points = []
+    for i in range(SEED_POINTS):
+        status = 503 if i < n5 else 404 if i < n5 + n4 else 200
+        point = layout.DataPoint(
+            version=seed.label,
+            route="/api/chat",
+            method="POST",
+            status=status,
+            latency_ms=seed.p95_ms * (i + 1) / (0.95 * SEED_POINTS),
+        )
+        points.append({layout.SAMPLE_INTERVAL: weight, **point.columns()})
+    return points
+
+
+def _read_points(points_file: Path) -> list[dict[str, Any]]:
     try:
         lines = points_file.read_text(encoding="utf-8").splitlines()
     except OSError:
         lines = []
-    points = [json.loads(line) for line in lines if line.strip()]
+    points = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            point = json.loads(line) if line.strip() else None
+        except ValueError:
+            point = "?"
+        if point is None:
+            continue
+        if not isinstance(point, dict):
+            raise CheckFailed(f"{points_file}:{number} is not a data point (one JSON object per line)")
+        points.append(point)
+    return points
+
+
+def rehearse(points_file: Path, gates: StageGates) -> dict[str, Any]:
+    """Try the configured gates on seeded versions (labelled so) before a production run.
+
+    A seeded old and new version with chosen numbers get a real verdict (the healthy new one must pass),
+    and each deliberately degraded new version must fail its gate: a self-test that the gates can catch a
+    regression at all. The seeded numbers go through the data-point layout and the sample-weighted
+    aggregation the SQL mirrors; the local stack's own points (the perf smoke's) are read the same way and
+    reported beside them. The SQL API itself is exercised only against the fake API (tests) and in
+    production.
+    """
+    points = _read_points(points_file)
     from immcad_api import analytics as layout
 
-    versions = sorted({str(p.get(layout.BLOB_VERSION)) for p in points})
-    new_version = versions[-1] if versions else layout.LOCAL_VERSION
-    new = aggregate(points, new_version)
-    old = replace(new, version=f"{new_version} (seeded baseline)")
+    try:
+        versions = sorted({str(p.get(layout.BLOB_VERSION)) for p in points})
+        local = aggregate(points, versions[-1] if versions else layout.LOCAL_VERSION)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckFailed(f"{points_file}: a data point does not follow the layout ({exc!r})") from None
+
+    def stats(seed: Seed) -> VersionStats:
+        return aggregate(seeded_points(seed, gates), seed.label)
+
+    old, new = stats(SEED_BASELINE), stats(SEED_HEALTHY)
     judgement = judge(new, old, gates)
-    # The rehearsal's traffic is a perf smoke, so too little traffic is expected: reported, not fatal.
-    outcome = "fail" if judgement.verdict == "fail" else "pass"
-    reason = judgement.reason
-    if judgement.verdict == "inconclusive":
-        reason += f"; production would apply the inconclusive policy {gates.inconclusive!r}"
+    self_test = []
+    for seed in SEED_DEGRADED:
+        verdict = judge(stats(seed), old, gates)
+        check = next(((ok, d) for gate, ok, d in verdict.checks if gate == seed.regression), None)
+        self_test.append(
+            {
+                "seed": seed.label,
+                "gate": seed.regression,
+                "caught": check is not None and not check[0],
+                "detail": check[1] if check else verdict.reason,
+                "verdict": verdict.verdict,
+            }
+        )
+    missed = [t for t in self_test if not t["caught"]]
+    if missed:
+        outcome = "fail"
+        reason = "the gates cannot catch a regression: " + "; ".join(
+            f"{t['seed']} passed the {t['gate']} gate ({t['detail']})" for t in missed
+        )
+    elif judgement.verdict != "pass":
+        outcome = "fail"
+        reason = f"the gates fail a version within noise of the old one: {judgement.reason}"
+    else:
+        outcome = "pass"
+        reason = (
+            f"{judgement.reason}; each seeded regression failed its gate "
+            f"({', '.join(str(s.regression) for s in SEED_DEGRADED)})"
+        )
     return {
         "stage_percent": None,
         "seeded": True,
         "source": str(points_file),
         "points": len(points),
+        "local": local.as_dict(),
         "versions": {"new": new.as_dict(), "old": old.as_dict()},
         "baseline_from_earlier_stage": False,
         "verdict": judgement.verdict,
         "reason": reason,
         "outcome": outcome,
         "checks": judgement.as_dict()["checks"],
+        "self_test": self_test,
+        "gates": gates_record(gates),
     }
 
 
@@ -297,9 +415,9 @@ def rehearse(points_file: Path, gates: StageGates) -> dict[str, Any]:
 def _gates(settings: Settings, args: argparse.Namespace) -> StageGates:
     gates = settings.release.gates
     if args.max_soak is not None:
+        if not math.isfinite(args.max_soak) or args.max_soak < 0:
+            raise UsageError(f"--max-soak {args.max_soak:g}: expected a finite number of seconds >= 0")
         gates = replace(gates, max_soak_seconds=args.max_soak)
-    if gates.max_soak_seconds < 0:
-        raise UsageError("--max-soak must be >= 0 seconds")
     return gates
 
 
@@ -340,7 +458,9 @@ def main(argv: Sequence[str]) -> int:
         "--baseline", help="an earlier stage's record: the old version's numbers when it has none"
     )
     stage.add_argument("--json", help="write the stage's record here")
-    rehearsal = commands.add_parser("rehearse", help="judge the local stack's data points (seeded baseline)")
+    rehearsal = commands.add_parser(
+        "rehearse", help="try the gates on seeded versions (and read the local points)"
+    )
     rehearsal.add_argument("--points", required=True, help="the JSONL file the local backend wrote")
     rehearsal.add_argument("--json", help="write the record here")
     show = commands.add_parser("show", help="per-version numbers of the last window")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
 from cfops import cloudflare
 from cfops.config.metadata import from_env, setting
+from cfops.errors import ConfigError
 
 BackendMode = Literal["proxy", "native"]
 PreflightCachePolicy = Literal["reuse", "same-commit", "off"]
@@ -212,6 +214,25 @@ class StageGates:
     # The slack keeps a 3 ms -> 5 ms change from counting as a regression.
     p95_factor: float = field(default=1.5, metadata=setting(help="new p95 <= factor x old p95 + slack"))
     p95_slack_ms: float = field(default=20.0, metadata=setting(help="the p95 gate's slack, ms"))
+
+    def __post_init__(self) -> None:
+        # A negative margin or a factor below 1 fails a version equal to the old one; nan/inf pass anything.
+        lowest = {
+            "max_soak_seconds": 0.0,
+            "min_requests": 1,
+            "error_rate_margin": 0.0,
+            "client_error_rate_margin": 0.0,
+            "p95_factor": 1.0,
+            "p95_slack_ms": 0.0,
+        }
+        env = {f.name: f.metadata.get("env", ()) for f in fields(self)}
+        for key, low in lowest.items():
+            value = getattr(self, key)
+            if not math.isfinite(value) or value < low:
+                also = f" ({', '.join(env[key])})" if env[key] else ""
+                raise ConfigError(
+                    f"[tool.cfops.release.gates] {key}{also} = {value!r}: must be a finite number >= {low:g}"
+                )
 
 
 @dataclass(frozen=True, kw_only=True)
