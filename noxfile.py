@@ -23,15 +23,25 @@ LOCK = ROOT / "requirements" / "lock.txt"
 LINT_PATHS = ("src", "tests", "noxfile.py", "tasks.py", "benchmarks")
 
 
-def install(session: nox.Session, extras: str = "") -> None:
+def install(session: nox.Session, extras: str = "", *, node: bool = False) -> None:
     """Install the project (editable) against the lock, once per change of pyproject.toml or the lock.
 
     Reused environments skip the installer entirely, which keeps a warm session's overhead well under
     a second; source edits need no reinstall because the install is editable. Without a virtualenv
     (``--no-venv``, as the tests run the sessions) the running interpreter already has the project.
+
+    ``node``: also the Worker's pinned Node toolchain (`cfops toolchain`: npm ci when the lock changed),
+    as part of the install, so ``nox --install-only`` in a CI step without secrets installs it and the step
+    with the API token installs nothing (npm's install scripts never see the token).
     """
     if session.venv_backend == "none":
         return
+    _install_project(session, extras)
+    if node:
+        session.run_install("python", "-m", "cfops", "toolchain")
+
+
+def _install_project(session: nox.Session, extras: str) -> None:
     digest = hashlib.sha256(
         (ROOT / "pyproject.toml").read_bytes() + LOCK.read_bytes() + extras.encode()
     ).hexdigest()
@@ -179,49 +189,49 @@ def docs(session: nox.Session) -> None:
 @nox.session(default=False, tags=["remote"])
 def deploy(session: nox.Session) -> None:
     """Deploy a Worker: `-- native` (sync first) or `-- proxy`; `--dry-run`, `--strategy versions`."""
-    install(session, "worker")
+    install(session, "worker", node=True)
     cfops(session, "deploy", *session.posargs)
 
 
 @nox.session(default=False, tags=["remote"])
 def secrets(session: nox.Session) -> None:
     """Push the configured secrets in one `wrangler secret bulk` call (`-- --dry-run` lists names only)."""
-    install(session)
+    install(session, node=True)
     cfops(session, "secrets", *session.posargs)
 
 
 @nox.session(default=False, tags=["remote"])
 def versions(session: nox.Session) -> None:
     """A Worker's current deployment and recent versions as tables (`-- --worker native|proxy`)."""
-    install(session)
+    install(session, node=True)
     cfops(session, "versions", *session.posargs)
 
 
 @nox.session(default=False, tags=["remote"])
 def promote(session: nox.Session) -> None:
     """Move traffic between two versions: `-- --worker native --new ID --old ID --percent 10`."""
-    install(session)
+    install(session, node=True)
     cfops(session, "promote", *session.posargs)
 
 
 @nox.session(default=False, tags=["remote"])
 def rollback(session: nox.Session) -> None:
     """Roll a Worker back (`-- --worker native|proxy --version ID`; default: last version at 100%)."""
-    install(session)
+    install(session, node=True)
     cfops(session, "rollback", *session.posargs)
 
 
 @nox.session(default=False)
 def release(session: nox.Session) -> None:
     """Release pipeline: `-- local` (rehearsal, default), `-- production`, `-- proxy`; `--dry-run` plans."""
-    install(session, "dev,worker")
+    install(session, "dev,worker", node=True)
     cfops(session, "release", *session.posargs)
 
 
 @nox.session(default=False, tags=["remote"])
 def recover(session: nox.Session) -> None:
     """Finish an interrupted release: roll back to its stable version (default) or `-- --resume`."""
-    install(session, "dev,worker")
+    install(session, "dev,worker", node=True)
     cfops(session, "recover", *session.posargs)
 
 
@@ -266,19 +276,19 @@ def origin_image(session: nox.Session) -> None:
 @nox.session(default=False, tags=["remote"])
 def deploy_native(session: nox.Session) -> None:
     """Old name of `deploy -- native`."""
-    install(session, "worker")
+    install(session, "worker", node=True)
     cfops(session, "deploy", "native", *session.posargs)
 
 
 @nox.session(default=False, tags=["remote"])
 def deploy_proxy(session: nox.Session) -> None:
     """Old name of `deploy -- proxy`."""
-    install(session)
+    install(session, node=True)
     cfops(session, "deploy", "proxy", *session.posargs)
 
 
 @nox.session(default=False, tags=["remote"])
 def secrets_sync(session: nox.Session) -> None:
     """Old name of `secrets`."""
-    install(session)
+    install(session, node=True)
     cfops(session, "secrets", *session.posargs)

@@ -46,13 +46,18 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command("status", "cfops.status", "each Worker's current deployment and the last artifacts"),
     Command("tscheck", "cfops.tscheck", "type-check the Worker's TypeScript (tsc --noEmit; part of lint)"),
+    Command(
+        "toolchain",
+        "cfops.toolchain",
+        "install the Worker's pinned Node toolchain (npm ci when the lock changed; part of nox's install)",
+    ),
     Command("docs", "cfops.docs", "write docs/configuration.md from the settings' own metadata (--check)"),
 )
 
 BY_NAME = {command.name: command for command in COMMANDS}
 
 # Commands that nox and invoke do not expose under their own name (run as part of another one).
-CFOPS_ONLY = frozenset({"tscheck", "analytics"})
+CFOPS_ONLY = frozenset({"tscheck", "analytics", "toolchain"})
 # Old names kept for the scripts, workflows and muscle memory that use them: old -> command (+ args).
 ALIASES: dict[str, tuple[str, ...]] = {
     "perf_smoke": ("perf",),

@@ -551,6 +551,8 @@ jobs:
       - uses: pypa/gh-action-pypi-publish@{SHA}
       - run: |
           python -m pip install -r requirements/tools.txt
+          python -m nox -s tests --install-only && nox --session deploy-native --install-only
+      - run: |
           python -m nox -s tests -- -q && nox --session deploy-native
           invoke release-native
         env:
@@ -566,7 +568,7 @@ def test_good_workflow_passes(
     _workflow_project(pf_project, GOOD_WORKFLOW)
     run = preflight(pf_project, monkeypatch, capsys, "--only", "workflows")
     assert run.code == 0, run.text
-    assert run.finding("workflows")["measured"] == {"workflows": 1, "calls": 3, "secrets": 3, "actions": 4}
+    assert run.finding("workflows")["measured"] == {"workflows": 1, "calls": 5, "secrets": 3, "actions": 4}
 
 
 @pytest.mark.parametrize(
@@ -629,6 +631,27 @@ def test_good_workflow_passes(
             "fail",
             "job release sets CLOUDFLARE_API_TOKEN from secrets at job level",
         ),
+        (
+            "--session deploy-native --install-only",
+            "--version",
+            "fail",
+            "job release: the first step that runs nox session deploy-native has CLOUDFLARE_API_TOKEN, "
+            "IMMCAD_API_BEARER_TOKEN, GH from secrets, so its install (uv pip install, cfops's npm ci) "
+            "sees them: install in an earlier step without secrets "
+            "(python -m nox -s deploy-native --install-only)",
+        ),
+        (
+            "          invoke release-native\n",
+            "          invoke release-native\n          npm ci --prefix backend-cloudflare\n",
+            "fail",
+            "a step with CLOUDFLARE_API_TOKEN, IMMCAD_API_BEARER_TOKEN, GH from secrets runs npm ci",
+        ),
+        (
+            "          invoke release-native\n",
+            "          invoke release-native\n          python -m pip install httpx\n",
+            "fail",
+            "from secrets runs pip install: move it to a step without",
+        ),
     ],
 )
 def test_workflow_problems(
@@ -672,6 +695,89 @@ def test_this_repositorys_workflows_pass(
     shutil.copytree(repo / ".github", pf_project / ".github")
     run = preflight(pf_project, monkeypatch, capsys, "--only", "workflows")
     assert run.finding("workflows")["status"] == "pass", run.finding("workflows")
+
+
+NATIVE_DEPLOY = ".github/workflows/cloudflare-backend-native-deploy.yml"
+
+
+def _this_repositorys_workflows(project: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    for name in ("noxfile.py", "tasks.py", "requirements/tools.txt", "backend-cloudflare/.node-version"):
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text((repo / name).read_text())
+    shutil.copytree(repo / ".github", project / ".github", dirs_exist_ok=True)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            "        timeout-minutes: 75\n",
+            "        timeout-minutes: 60\n",
+            "job release: the production release may run 75 min (3 stages x 15 min of soak + 30 min of "
+            "fixed steps = 75 min ([tool.cfops.release])), but the job or its step times out after 60 min",
+        ),
+        (
+            "      - if: cancelled() || failure()\n        run: python -m invoke recover\n",
+            "      - if: failure()\n        run: python -m invoke recover\n",
+            "no step after the production release runs `invoke recover` if: cancelled() || failure()",
+        ),
+        (
+            "      - run: python -m nox -s release recover --install-only\n",
+            "      - run: python -m nox -s release --install-only\n",
+            "the first step that runs nox session recover has CLOUDFLARE_API_TOKEN, CLOUDFLARE_ACCOUNT_ID",
+        ),
+    ],
+)
+def test_the_native_deploy_workflow_without_its_safeguards_fails(
+    pf_project: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    old: str,
+    new: str,
+    message: str,
+) -> None:
+    _this_repositorys_workflows(pf_project)
+    workflow = pf_project / NATIVE_DEPLOY
+    assert old in workflow.read_text()
+    workflow.write_text(workflow.read_text().replace(old, new))
+    finding = preflight(pf_project, monkeypatch, capsys, "--only", "workflows").finding("workflows")
+    assert finding["status"] == "fail"
+    assert any(message in detail for detail in finding["details"]), finding["details"]
+
+
+def test_the_release_timeout_follows_the_release_settings(
+    pf_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _this_repositorys_workflows(pf_project)
+    text = (pf_project / "pyproject.toml").read_text()
+    (pf_project / "pyproject.toml").write_text(
+        text.replace("max_soak_seconds = 900", "max_soak_seconds = 1200")
+    )
+    finding = preflight(pf_project, monkeypatch, capsys, "--only", "workflows").finding("workflows")
+    assert finding["status"] == "fail"
+    assert "may run 90 min (3 stages x 20 min of soak + 30 min of fixed steps = 90 min" in finding["message"]
+
+
+def test_the_native_deploy_workflow_installs_first_and_recovers_last() -> None:
+    import yaml
+
+    from cfops.preflight.workflows import release_worst_case
+
+    repo = Path(__file__).resolve().parents[2]
+    job = yaml.safe_load((repo / NATIVE_DEPLOY).read_text())["jobs"]["release"]
+    runs = [str(step.get("run", "")) for step in job["steps"]]
+    install, release = (
+        runs.index("python -m nox -s release recover --install-only"),
+        runs.index("python -m invoke release --target production"),
+    )
+    assert install < release and "env" not in job["steps"][install]
+    worst, _ = release_worst_case(load_settings(repo, {}))
+    assert job["steps"][release]["timeout-minutes"] >= worst
+    assert job["timeout-minutes"] > job["steps"][release]["timeout-minutes"]
+    recover = job["steps"][runs.index("python -m invoke recover")]
+    assert recover["if"] == "cancelled() || failure()" and runs.index("python -m invoke recover") > release
+    assert set(recover["env"]) == {"CLOUDFLARE_API_TOKEN", "CLOUDFLARE_ACCOUNT_ID"}
 
 
 def test_no_workflows_is_a_skip(

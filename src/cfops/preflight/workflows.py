@@ -1,9 +1,12 @@
-"""workflows: the GitHub workflows parse, call sessions/tasks that exist, read known secrets, pin actions."""
+"""workflows: the GitHub workflows parse, call sessions/tasks that exist, read known secrets, pin actions,
+install before the step that holds the secrets, and give a production release the time it needs and a
+recover step after it."""
 
 from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 import shlex
 from collections.abc import Iterator
@@ -11,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cfops.config import Settings
 from cfops.node import pinned_node_version
 from cfops.preflight.model import Context, Finding, Outcome, skipped
 
@@ -62,8 +66,14 @@ def nox_sessions(noxfile: Path) -> set[str]:
 
 def invoke_tasks(tasks_file: Path) -> set[str]:
     """Task names a tasks.py exposes: @task functions (dashed and underscored), limited to its Collection."""
+    return set(task_sessions(tasks_file))
+
+
+def task_sessions(tasks_file: Path) -> dict[str, set[str]]:
+    """Each task name a tasks.py exposes → the nox sessions it runs (its ``nox(c, "session …", …)`` calls)."""
     tree = ast.parse(tasks_file.read_text(encoding="utf-8"))
     declared: dict[str, set[str]] = {}
+    runs: dict[str, set[str]] = {}
     for func in ast.walk(tree):
         if not isinstance(func, ast.FunctionDef):
             continue
@@ -82,12 +92,19 @@ def invoke_tasks(tasks_file: Path) -> set[str]:
                 else set()
             )
             declared[func.name] = {base, base.replace("_", "-"), *map(str, extra)}
+            runs[func.name] = {
+                name
+                for call in ast.walk(func)
+                if isinstance(call, ast.Call) and ast.unparse(call.func) == "nox" and len(call.args) > 1
+                if isinstance(call.args[1], ast.Constant) and isinstance(call.args[1].value, str)
+                for name in call.args[1].value.split()
+            }
     collected: set[str] | None = None
     for call in ast.walk(tree):
         if isinstance(call, ast.Call) and ast.unparse(call.func) in {"Collection", "Collection.from_module"}:
             collected = (collected or set()) | {a.id for a in call.args if isinstance(a, ast.Name)}
     keep = declared if collected is None else {k: v for k, v in declared.items() if k in collected}
-    return {name for names in keep.values() for name in names}
+    return {name: runs[func] for func, names in keep.items() for name in names}
 
 
 def _tokens(script: str) -> Iterator[list[str]]:
@@ -182,7 +199,8 @@ def check(ctx: Context) -> Finding:
     facts = settings.preflight
     noxfile, tasks_file = root / "noxfile.py", root / "tasks.py"
     sessions = nox_sessions(noxfile) if noxfile.is_file() else set()
-    tasks = invoke_tasks(tasks_file) if tasks_file.is_file() else set()
+    task_runs = task_sessions(tasks_file) if tasks_file.is_file() else {}
+    tasks = set(task_runs)
     known_secrets = {*settings.secret_names, *facts.required_secrets, *facts.ci_secrets, *BUILTIN_SECRETS}
     counts = {"calls": 0, "secrets": 0, "actions": 0}
     pins = Pins.read(ctx)
@@ -208,6 +226,11 @@ def check(ctx: Context) -> Finding:
                     "([tool.cfops] secret_names or [tool.cfops.preflight] ci_secrets)"
                 )
         _check_toolchain(out, ctx, pins, where, workflow)
+        for job_id, job in workflow["jobs"].items():
+            if isinstance(job, dict):
+                steps = [s for s in job.get("steps") or [] if isinstance(s, dict)]
+                _check_installs(out, f"{where} job {job_id}", steps, task_runs)
+                _check_release_job(out, settings, f"{where} job {job_id}", job, steps)
         for job_id, step in _steps(workflow):
             if isinstance(step.get("run"), str):
                 for call in calls(step["run"], f"{where} job {job_id}"):
@@ -328,3 +351,111 @@ def _check_action(out: Outcome, first_party: tuple[str, ...], where: str, uses: 
         return
     if not _SHA.fullmatch(ref):
         out.warn(f"{where} uses {uses}: pin third-party actions to a full commit SHA")
+
+
+# ------------------------------------------------------------------------ installs and secrets
+
+
+def _direct_installs(script: str) -> list[str]:
+    """The package installs a script runs itself (pip install, uv pip install / uv sync, npm ci/install)."""
+    found = []
+    for tokens in _tokens(script):
+        for i, token in enumerate(tokens):
+            program, rest = token.rsplit("/", 1)[-1], tokens[i + 1 : i + 3]
+            if program in {"pip", "pip3"} and rest[:1] == ["install"]:
+                found.append("pip install")
+            elif program == "uv" and (rest == ["pip", "install"] or rest[:1] == ["sync"]):
+                found.append(f"uv {' '.join(rest)}")
+            elif program == "npm" and rest[:1] and rest[0] in {"ci", "install", "i"}:
+                found.append(f"npm {rest[0]}")
+    return found
+
+
+def _check_installs(
+    out: Outcome, at: str, steps: list[dict[str, Any]], task_runs: dict[str, set[str]]
+) -> None:
+    """The step that first runs a nox session installs it (uv pip install; cfops's npm ci), so that step
+    must not hold secrets: install scripts would see them. Install in an earlier step without secrets."""
+    installed: set[str] = set()
+    for step in steps:
+        script = step.get("run")
+        if not isinstance(script, str):
+            continue
+        sessions: set[str] = set()
+        for call in calls(script, at):
+            sessions |= {call.name} if call.tool == "nox" else task_runs.get(call.name, set())
+        names = _secret_env(step.get("env"))
+        first = sorted(sessions - installed)
+        if names and first:
+            out.fail(
+                f"{at}: the first step that runs nox session {', '.join(first)} has {', '.join(names)} from "
+                f"secrets, so its install (uv pip install, cfops's npm ci) sees them: install in an earlier "
+                f"step without secrets (python -m nox -s {' '.join(first)} --install-only)"
+            )
+        for install in _direct_installs(script) if names else []:
+            out.fail(
+                f"{at}: a step with {', '.join(names)} from secrets runs {install}: move it to a step without"
+            )
+        installed |= sessions
+
+
+# ------------------------------------------------------------------------------- the release job
+
+# A production release's fixed part beside its soaks: installs, sync, preflight, the test suite, the
+# analytics check, secrets, the upload, the canary, each stage's split and smoke, a verified rollback.
+RELEASE_FIXED_MINUTES = 30
+GITHUB_DEFAULT_TIMEOUT_MINUTES = 360
+
+
+def release_worst_case(settings: Settings) -> tuple[int, str]:
+    """The longest a production release may run (minutes), and the arithmetic behind it."""
+    release = settings.release
+    soak = release.soak_seconds
+    if release.gates.enabled:  # an inconclusive stage's soak is extended up to max_soak_seconds
+        soak = max(soak, release.gates.max_soak_seconds)
+    stages = len(release.stages)
+    minutes = math.ceil(stages * soak / 60) + RELEASE_FIXED_MINUTES
+    return minutes, (
+        f"{stages} stages x {soak / 60:g} min of soak + {RELEASE_FIXED_MINUTES} min of fixed steps "
+        f"= {minutes} min ([tool.cfops.release])"
+    )
+
+
+def _minutes(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _runs_production_release(script: str, at: str) -> bool:
+    words = {token for tokens in _tokens(script) for token in tokens}
+    return "production" in words and any(c.name == "release" for c in calls(script, at))
+
+
+def _runs_recover(step: dict[str, Any], at: str) -> bool:
+    condition = str(step.get("if") or "").replace(" ", "")
+    on_abort = "always()" in condition or ("cancelled()" in condition and "failure()" in condition)
+    script = step.get("run")
+    return on_abort and isinstance(script, str) and any(c.name == "recover" for c in calls(script, at))
+
+
+def _check_release_job(
+    out: Outcome, settings: Settings, at: str, job: dict[str, Any], steps: list[dict[str, Any]]
+) -> None:
+    """A production release must have the time its settings allow it, and a job that is cancelled or
+    times out must run `recover`, so production is never left split between two versions."""
+    for index, step in enumerate(steps):
+        script = step.get("run")
+        if not isinstance(script, str) or not _runs_production_release(script, at):
+            continue
+        worst, arithmetic = release_worst_case(settings)
+        limits = [_minutes(job.get("timeout-minutes")), _minutes(step.get("timeout-minutes"))]
+        known = [m for m in limits if m is not None] or [float(GITHUB_DEFAULT_TIMEOUT_MINUTES)]
+        if min(known) < worst:
+            out.fail(
+                f"{at}: the production release may run {worst} min ({arithmetic}), but the job or its step "
+                f"times out after {min(known):g} min: raise timeout-minutes"
+            )
+        if not any(_runs_recover(later, at) for later in steps[index + 1 :]):
+            out.fail(
+                f"{at}: no step after the production release runs `invoke recover` if: cancelled() || "
+                "failure(): a cancelled or timed-out job leaves production split"
+            )
