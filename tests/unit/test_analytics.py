@@ -15,9 +15,10 @@ import pytest
 
 from cfops.analytics import query
 from cfops.analytics.client import AnalyticsAccessError, AnalyticsQueryError, AnalyticsUnavailable, SqlClient
-from cfops.analytics.command import aggregate, check_access, rehearse, run_stage, summary_line
+from cfops.analytics.command import check_access, run_stage, summary_line
 from cfops.analytics.gates import judge
 from cfops.analytics.query import VersionStats
+from cfops.analytics.rehearsal import aggregate, rehearse
 from cfops.config import StageGates, load_settings
 from cfops.errors import CheckFailed, ConfigError, UsageError
 from immcad_api import analytics as layout

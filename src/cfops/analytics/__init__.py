@@ -4,5 +4,6 @@
   typed reading of its answer;
 - ``client``: the SQL API over httpx — bearer token, bounded retries, one-line errors;
 - ``gates``: the verdict of one stage (pure: numbers in, pass / fail / inconclusive with a reason out);
+- ``rehearsal``: the rehearsal's analysis — the configured gates tried on seeded versions;
 - ``command``: ``python -m cfops.analytics check | stage | rehearse | show``.
 """

@@ -82,3 +82,14 @@ def judge(new: VersionStats, old: VersionStats | None, gates: StageGates) -> Jud
         reason=f"{new.requests:g} requests on the new version, every gate held{compared}",
         checks=tuple(checks),
     )
+
+
+def gates_record(gates: StageGates) -> dict[str, Any]:
+    return {
+        "min_requests": gates.min_requests,
+        "error_rate_margin": gates.error_rate_margin,
+        "client_error_rate_margin": gates.client_error_rate_margin,
+        "p95_factor": gates.p95_factor,
+        "p95_slack_ms": gates.p95_slack_ms,
+        "inconclusive": gates.inconclusive,
+    }
