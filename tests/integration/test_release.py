@@ -136,17 +136,7 @@ def test_production_release_canaries_promotes_through_the_stages_to_100(
     (seeded,) = cloudflare_api.seed(NATIVE)
     # Real traffic per split: both versions alike (5000 requests per deployment: 500 at 10 %).
     cloudflare_api.analytics.traffic(DATASET, 5000, new=Profile(error_rate=0.01, latency_ms=80))
-    proc = invoke(
-        release_project,
-        cloudflare_api,
-        "release",
-        "--target",
-        "production",
-        "--skip-tests",
-        "--base-url",
-        front.url,
-        IMMCAD_API_BEARER_TOKEN=TOKEN,
-    )
+    proc = _production(release_project, cloudflare_api, front)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     data = report(release_project)
     new, old = data["versions"]["new"], data["versions"]["previous"]
@@ -233,8 +223,11 @@ def test_production_release_canaries_promotes_through_the_stages_to_100(
     assert_no_token(proc, release_project)
 
 
-def _production(root: Path, api: FakeCloudflare, front: WorkerFront, **env: str) -> Any:
-    """A production release whose smokes reach the version-answering Worker front."""
+def _production(
+    root: Path, api: FakeCloudflare, front: WorkerFront | RecordingBackend, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """A production release whose smokes reach ``front`` (the version-answering Worker front, or a bare
+    backend)."""
     return invoke(
         root,
         api,
@@ -370,17 +363,7 @@ def test_a_failure_at_secrets_sync_never_uploads(
     cloudflare_api.fail(
         "PATCH", r"/workers/scripts/[^/]+/secrets-bulk$", 10013, "secret store unavailable", times=5
     )
-    proc = invoke(
-        release_project,
-        cloudflare_api,
-        "release",
-        "--target",
-        "production",
-        "--skip-tests",
-        "--base-url",
-        backend.url,
-        IMMCAD_API_BEARER_TOKEN=TOKEN,
-    )
+    proc = _production(release_project, cloudflare_api, backend)
     assert proc.returncode == 1
     data = report(release_project)
     assert data["stopped_at"] == "secrets"

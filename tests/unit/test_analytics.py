@@ -287,12 +287,24 @@ def test_gates(new: VersionStats, old: VersionStats | None, verdict: str, why: s
 # ------------------------------------------------------------------------------------------ a stage
 
 
+def _stage(settings: Any, **given: Any) -> dict[str, Any]:
+    """``run_stage`` of NEW against OLD at 10 %, started now, without a soak or waits; ``given`` overrides."""
+    defaults: dict[str, Any] = {
+        "new": NEW,
+        "old": OLD,
+        "percent": 10,
+        "started_ago": 0,
+        "soak": 0,
+        "gates": GATES,
+        "sleep": lambda s: None,
+    }
+    return run_stage(settings, **(defaults | given))
+
+
 def test_a_stage_with_a_higher_error_rate_fails(api: FakeCloudflare, settings: Any) -> None:
     api.analytics.seed(DATASET, NEW, 300, Profile(error_rate=0.08))
     api.analytics.seed(DATASET, OLD, 2700, Profile(error_rate=0.01))
-    record = run_stage(
-        settings, new=NEW, old=OLD, percent=10, started_ago=30, soak=0, gates=GATES, sleep=lambda s: None
-    )
+    record = _stage(settings, started_ago=30)
     assert record["verdict"] == "fail" and record["outcome"] == "fail"
     assert record["versions"]["new"]["error_rate"] == pytest.approx(0.08)
     assert record["versions"]["old"]["error_rate"] == pytest.approx(0.01)
@@ -312,33 +324,14 @@ def test_an_inconclusive_stage_is_extended_then_the_policy_decides(
         now[0] += seconds
 
     gates = dataclasses.replace(GATES, max_soak_seconds=150)
-    record = run_stage(
-        settings,
-        new=NEW,
-        old=OLD,
-        percent=10,
-        started_ago=0,
-        soak=60,
-        gates=gates,
-        sleep=sleep,
-        clock=lambda: now[0],
-        client=_client(settings),
+    record = _stage(
+        settings, soak=60, gates=gates, sleep=sleep, clock=lambda: now[0], client=_client(settings)
     )
     assert sleeps == [60, 60, 30]  # the soak, then extensions up to the bound
     assert record["queries"] == 3 and record["verdict"] == "inconclusive" and record["outcome"] == "fail"
     assert "too little traffic: 40" in record["reason"] and "fail safe" in record["reason"]
     passing = dataclasses.replace(gates, inconclusive="pass", max_soak_seconds=0)
-    record = run_stage(
-        settings,
-        new=NEW,
-        old=OLD,
-        percent=10,
-        started_ago=0,
-        soak=0,
-        gates=passing,
-        sleep=sleep,
-        client=_client(settings),
-    )
+    record = _stage(settings, gates=passing, sleep=sleep, client=_client(settings))
     assert record["outcome"] == "pass" and "passed on the smoke alone" in record["reason"]
 
 
@@ -349,30 +342,16 @@ def test_traffic_arriving_during_the_extension_gives_a_verdict(api: FakeCloudfla
         api.analytics.seed(DATASET, NEW, 150, Profile())
 
     gates = dataclasses.replace(GATES, max_soak_seconds=5)
-    record = run_stage(
-        settings,
-        new=NEW,
-        old=OLD,
-        percent=10,
-        started_ago=0,
-        soak=1,
-        gates=gates,
-        sleep=sleep,
-        client=_client(settings),
-    )
+    record = _stage(settings, soak=1, gates=gates, sleep=sleep, client=_client(settings))
     assert record["verdict"] == "pass" and record["versions"]["new"]["requests"] == 150
 
 
 def test_sql_api_down_and_dataset_missing_are_inconclusive(api: FakeCloudflare, settings: Any) -> None:
-    record = run_stage(
-        settings, new=NEW, old=OLD, percent=10, started_ago=0, soak=0, gates=GATES, sleep=lambda s: None
-    )
+    record = _stage(settings)
     assert record["verdict"] == "inconclusive" and f"dataset {DATASET} not found" in record["reason"]
     api.analytics.seed(DATASET, NEW, 500, Profile())
     api.fail("POST", "/analytics_engine/sql", 10003, "down", status=502, times=10)
-    record = run_stage(
-        settings, new=NEW, old=OLD, percent=10, started_ago=0, soak=0, gates=GATES, sleep=lambda s: None
-    )
+    record = _stage(settings)
     assert record["verdict"] == "inconclusive" and "did not answer after 4 attempts" in record["reason"]
     assert record["outcome"] == "fail"
 
@@ -382,17 +361,7 @@ def test_at_100_percent_the_old_numbers_come_from_the_earlier_stage(
 ) -> None:
     api.analytics.seed(DATASET, NEW, 500, Profile(error_rate=0.04))
     baseline = _stats(OLD, 9000, 360)  # the old version failed 4 % too
-    record = run_stage(
-        settings,
-        new=NEW,
-        old=OLD,
-        percent=100,
-        started_ago=0,
-        soak=0,
-        gates=GATES,
-        baseline=baseline,
-        sleep=lambda s: None,
-    )
+    record = _stage(settings, percent=100, baseline=baseline)
     assert record["verdict"] == "pass" and record["baseline_from_earlier_stage"] is True
 
 
@@ -523,9 +492,7 @@ def test_status_lists_each_stages_verdict(api: FakeCloudflare, settings: Any) ->
 
     api.analytics.seed(DATASET, NEW, 300, Profile(error_rate=0.08))
     api.analytics.seed(DATASET, OLD, 2700, Profile(error_rate=0.01))
-    record = run_stage(
-        settings, new=NEW, old=OLD, percent=10, started_ago=0, soak=0, gates=GATES, sleep=lambda s: None
-    )
+    record = _stage(settings)
     artifacts.write_json(settings.artifacts_dir / "analysis-10.json", record)
     (settings.artifacts_dir / "analysis-50.json").write_text('{"versions": 3}')
     console = Console(width=300, record=True)

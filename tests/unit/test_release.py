@@ -18,7 +18,7 @@ from cfops import cli, release
 from cfops.config import Settings, load_settings
 from cfops.errors import UsageError
 from cfops.records import PerfRecord
-from cfops.release import Context, Options, Skip, Step, StepResult
+from cfops.release import Context, Options, Skip, Step, StepResult, runner
 
 
 def nox_command(*args: str) -> str:
@@ -135,7 +135,7 @@ def test_steps_run_in_order_and_stop_at_the_first_failure(
 def test_a_failure_after_the_upload_rolls_back(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     marker = settings.root / "rolled-back"
     monkeypatch.setattr(
-        release, "rollback_command", lambda ctx, failed: py(f"open({str(marker)!r}, 'w').write({failed!r})")
+        runner, "rollback_command", lambda ctx, failed: py(f"open({str(marker)!r}, 'w').write({failed!r})")
     )
     ctx, results = run_steps(
         settings, [Step("canary", lambda ctx: py("raise SystemExit(1)"))], rollback_to="v-old"
@@ -146,7 +146,7 @@ def test_a_failure_after_the_upload_rolls_back(settings: Settings, monkeypatch: 
 
 
 def test_a_failed_rollback_is_reported_loudly(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(release, "rollback_command", lambda ctx, failed: py("raise SystemExit(1)"))
+    monkeypatch.setattr(runner, "rollback_command", lambda ctx, failed: py("raise SystemExit(1)"))
     _, results = run_steps(
         settings, [Step("canary", lambda ctx: py("raise SystemExit(1)"))], rollback_to="v-old"
     )
@@ -155,7 +155,7 @@ def test_a_failed_rollback_is_reported_loudly(settings: Settings, monkeypatch: p
 
 
 def test_without_an_upload_there_is_no_rollback(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(release, "rollback_command", lambda ctx, failed: pytest.fail("must not roll back"))
+    monkeypatch.setattr(runner, "rollback_command", lambda ctx, failed: pytest.fail("must not roll back"))
     _, results = run_steps(settings, [Step("secrets", lambda ctx: py("raise SystemExit(1)"))])
     assert [r.status for r in results] == ["failed"]
 

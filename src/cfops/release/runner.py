@@ -1,0 +1,177 @@
+"""Running a pipeline's steps in order: each command streamed, each service owned, each result a line;
+the failure policy (a failure after the upload rolls back, read back before it is called done).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from contextlib import suppress
+
+from cfops import output, procs
+from cfops.errors import CfopsError
+from cfops.release.model import SYMBOL, Context, Step, StepFailed, StepResult, cfops, shown
+
+
+def rollback_command(ctx: Context, failed_step: str) -> list[str]:
+    note = f"release rolled back: {failed_step} failed"
+    return cfops(
+        "rollback", "--worker", ctx.rollback_worker, "--version", str(ctx.rollback_to), "--message", note
+    )
+
+
+def _child_env(ctx: Context, step: Step) -> dict[str, str]:
+    # Every step works on this project and writes into this artifacts directory.
+    return {
+        "CFOPS_ROOT": str(ctx.settings.root),
+        "CFOPS_ARTIFACTS_DIR": str(ctx.settings.artifacts_dir),
+        **step.env(ctx),
+    }
+
+
+def _failure_line(result: procs.Result) -> str:
+    lines = [
+        line for line in procs.tail_lines(result.stdout + result.stderr, 40).splitlines() if line.strip()
+    ]
+    errors = [line for line in lines if line.lstrip().startswith(("error:", "✗", "FAILED", "E "))]
+    return (errors or lines or [f"exited with {result.returncode}"])[-1].strip()
+
+
+def _run_command(ctx: Context, argv: list[str], step: Step) -> str:
+    """Run a step's command, streaming its output; returns its last line, raises StepFailed."""
+    result = procs.run(
+        argv,
+        cwd=ctx.settings.root,
+        env=_child_env(ctx, step),
+        stream=True,
+        check=False,
+        echo=False,
+        timeout=ctx.settings.release.step_timeout,
+    )
+    if result.returncode != 0:
+        raise StepFailed(_failure_line(result), returncode=result.returncode)
+    lines = [line.strip() for line in procs.tail_lines(result.stdout, 5).splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _start_service(ctx: Context, argv: list[str], step: Step) -> None:
+    assert step.service_url is not None
+    service = procs.Service(
+        step.name,
+        argv,
+        cwd=ctx.settings.root,
+        env=_child_env(ctx, step),
+        health_url=f"{step.service_url(ctx)}/healthz",
+        ready_timeout=180,
+        stop_signal=signal.SIGINT,
+        grace=20,
+    )
+    ctx.stack.enter_context(service)
+
+
+def execute(ctx: Context, steps: list[Step], results: list[StepResult]) -> None:
+    """Run (or, with --dry-run, plan) ``steps`` in order, filling ``results`` as they go (so an interrupted
+    run still reports where it stopped); roll back on a failure after the upload."""
+    results[:] = [StepResult(step.name, "not run") for step in steps]
+    dry = ctx.options.dry_run
+    output.echo(
+        f"release pipeline {ctx.options.pipeline}{' (dry run)' if dry else ''} — python = {sys.executable}"
+    )
+    failed: StepResult | None = None
+    with ctx.stack:
+        for step, result in zip(steps, results, strict=True):
+            started = time.perf_counter()
+            try:
+                skip = step.skip(ctx)
+                if skip is not None:
+                    result.status, result.detail = "skipped", skip.reason
+                    if not skip.quiet:
+                        output.warn(f"{step.name} skipped: {skip.reason}")
+                    _line(result)
+                    continue
+                argv = (step.dry_command or step.command)(ctx) if dry else step.command(ctx)
+                result.command = shown(argv)
+                if dry and step.dry_command is None:
+                    result.status = "planned"
+                    output.echo(f"{SYMBOL['planned']} {step.name}: {result.command}")
+                    continue
+                output.echo(f"▶ {step.name}: {result.command}", style="bold")
+                if step.artifact:
+                    ctx.artifact(step.artifact).unlink(missing_ok=True)
+                # A step's own output folds into one group in a GitHub Actions log; ▶ and ✓ stay outside.
+                with output.group(step.name):
+                    if step.service_url is not None:
+                        _start_service(ctx, argv, step)
+                        result.detail = f"serving {step.service_url(ctx)}"
+                    else:
+                        if not dry:
+                            step.before(ctx)
+                        last = _run_command(ctx, argv, step)
+                        result.detail = (step.after(ctx) if not dry else "") or last
+                        for check in () if dry else step.checks:
+                            problem = check(ctx)
+                            if problem:
+                                raise StepFailed(problem)
+                result.status = "ok"
+            except KeyboardInterrupt:
+                result.status, result.detail = "interrupted", "interrupted (Ctrl-C / SIGTERM)"
+                result.duration = time.perf_counter() - started
+                _line(result)
+                _roll_back(ctx, results, step.name, interrupted=True)
+                raise
+            except CfopsError as exc:
+                code = exc.returncode if isinstance(exc, StepFailed) else None
+                if step.optional and code == 2:
+                    result.status, result.detail = "skipped", str(exc)
+                    output.warn(f"{step.name} skipped: {exc}")
+                else:
+                    result.status, result.detail = "failed", str(exc)
+                    failed = result
+                    if step.artifact and ctx.artifact(step.artifact).is_file():
+                        with suppress(CfopsError):
+                            step.after(ctx)
+            finally:
+                result.duration = round(time.perf_counter() - started, 3)
+            _line(result)
+            if failed:
+                break
+            if step.closes_services:
+                ctx.stack.close()
+    if failed is not None:
+        _roll_back(ctx, results, failed.name, interrupted=False)
+
+
+def _roll_back(ctx: Context, results: list[StepResult], failed_step: str, *, interrupted: bool) -> None:
+    if ctx.rollback_to is None or ctx.options.dry_run:
+        return
+    argv = rollback_command(ctx, failed_step)
+    entry = StepResult("rollback", "not run", command=shown(argv))
+    results.append(entry)
+    why = "interrupted" if interrupted else "failed"
+    output.warn(f"{failed_step} {why} after the upload: rolling back to {ctx.rollback_to}")
+    started = time.perf_counter()
+    ctx.record("rolling-back", stable=ctx.rollback_to, detail=f"{failed_step} {why}")
+    try:
+        # cfops rollback repeats a transient failure and reads the deployment back before it says ok.
+        _run_command(ctx, argv, Step("rollback", lambda c: argv))
+        entry.status, entry.detail = "ok", f"back on {ctx.rollback_to} (read back at 100 %)"
+        ctx.state.rolled_back_to = ctx.rollback_to
+        ctx.record("rolled-back", stable=ctx.rollback_to)
+    except CfopsError as exc:
+        ctx.state.rollback_failed = True
+        entry.status, entry.detail = "failed", f"ROLLBACK FAILED: {exc}; run `invoke recover`"
+        ctx.record("rollback-failed", stable=ctx.rollback_to, detail=str(exc))
+    except KeyboardInterrupt:
+        ctx.state.rollback_failed = True
+        entry.status, entry.detail = "interrupted", "rollback interrupted: run `invoke recover`"
+    entry.duration = round(time.perf_counter() - started, 3)
+    _line(entry)
+
+
+def _line(result: StepResult) -> None:
+    style = {"ok": "green", "failed": "bold red", "interrupted": "bold red", "skipped": "yellow"}.get(
+        result.status
+    )
+    detail = f" — {result.detail}" if result.detail else ""
+    output.echo(f"{SYMBOL[result.status]} {result.name} ({result.duration:.1f} s){detail}", style=style)
