@@ -32,7 +32,8 @@ def _help() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    parent = os.environ.get("CFOPS_PARENT_PID")
+    # Taken out of the environment: meant for this process, not for the cfops children a release starts.
+    parent = os.environ.pop("CFOPS_PARENT_PID", None)
     if parent and parent.isdigit():
         # Started by the nox layer (session.run cannot set this up for its child): stop when nox dies.
         from cfops.procs import die_with_starter

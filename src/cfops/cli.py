@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 import typing
@@ -39,7 +40,20 @@ def parser(command: str, description: str | None) -> ArgumentParser:
     first = (description or "").strip().split("\n")[0]
     # Module docstrings open with "`cfops <command>`: what it does"; --help shows the what.
     summary = first.split("`: ", 1)[1] if first.startswith("`") and "`: " in first else first
-    return ArgumentParser(prog=f"cfops {command}", description=summary or None)
+    # No abbreviations: `--head "Authorization: …"` would pass argparse yet not the secret hand-off
+    # (cfops.argv), which knows the full flag names only.
+    return ArgumentParser(prog=f"cfops {command}", description=summary or None, allow_abbrev=False)
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a number that is neither nan nor ±inf (which pass every `<= 0` check)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def _section_type(section: str) -> type[Any]:
@@ -105,10 +119,16 @@ def settings_from_env() -> Settings:
     return load()
 
 
-def _record_exit_code(code: int) -> None:
+def _take_exit_code_file() -> str | None:
+    """CFOPS_EXIT_CODE_FILE, removed from the environment: it is meant for this process only. A child
+    cfops (a release step) that inherited it would write its own code first, and invoke would report
+    that (a skipped optional step's 2) instead of this command's."""
+    return os.environ.pop("CFOPS_EXIT_CODE_FILE", None)
+
+
+def _record_exit_code(code: int, target: str | None) -> None:
     """Leave the exit code where the invoke layer reads it (CFOPS_EXIT_CODE_FILE): nox reports every
     failed session as exit 1, and invoke gives the user back the command's own code (2 = bad input)."""
-    target = os.environ.get("CFOPS_EXIT_CODE_FILE")
     if target and code:
         try:
             with Path(target).open("a", encoding="utf-8") as handle:
@@ -120,6 +140,7 @@ def _record_exit_code(code: int) -> None:
 def main(func: Callable[[Sequence[str]], int], argv: Sequence[str] | None = None) -> int:
     """Run ``func(argv)``; turn CfopsError into its exit code and Ctrl-C/SIGTERM into 130/143."""
     args = list(sys.argv[1:] if argv is None else argv)
+    exit_code_file = _take_exit_code_file()
     try:
         with sigterm_as_interrupt():
             code = func(args)
@@ -133,7 +154,7 @@ def main(func: Callable[[Sequence[str]], int], argv: Sequence[str] | None = None
     except KeyboardInterrupt:
         output.warn("interrupted; everything started was stopped")
         code = 130
-    _record_exit_code(code)
+    _record_exit_code(code, exit_code_file)
     return code
 
 

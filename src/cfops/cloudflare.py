@@ -104,7 +104,7 @@ _ADVICE = {
     **dict.fromkeys(
         SECRET_NOT_DEPLOYED_CODES,
         "the latest version is not fully deployed: change secrets with `wrangler versions secret bulk` "
-        "(nox -s secrets_sync does so itself) or deploy the latest version first",
+        "(cfops secrets does so itself) or deploy the latest version first",
     ),
     **dict.fromkeys(
         AUTH_CODES,

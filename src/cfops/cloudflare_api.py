@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import email.utils
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC
@@ -17,13 +18,13 @@ from typing import Any
 
 import httpx
 
-from cfops import output, retry
+from cfops import cloudflare, output, retry
 from cfops.cloudflare import ACCOUNT_ID, API_BASE_URL, API_TOKEN, NOT_FOUND_CODE, advice_for
 from cfops.config import Settings
 from cfops.errors import CfopsError
 from cfops.wrangler import require_credentials
 
-DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
+DEFAULT_BASE_URL = cloudflare.DEFAULT_API_BASE_URL
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
@@ -101,12 +102,16 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        when = email.utils.parsedate_to_datetime(value)
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None  # neither form: the retry policy's own backoff applies
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
-        return max(0.0, when.timestamp() - time.time())
+        seconds = when.timestamp() - time.time()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 class CloudflareApi:

@@ -19,7 +19,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--worker", choices=WORKERS, default="native", help="default: native")
     parser.add_argument("--new", required=True, help="version id that gets --percent of the traffic")
     parser.add_argument("--old", default=None, help="version id that keeps the rest (not needed at 100)")
-    parser.add_argument("--percent", type=float, required=True, help="0 to 100")
+    parser.add_argument("--percent", type=cli.finite_float, required=True, help="0 to 100")
     parser.add_argument("--message", default=None, help="annotation recorded on the deployment")
     args = parser.parse_args(argv)
     settings = cli.settings_from_env()

@@ -78,9 +78,18 @@ class Mismatch:
     )
 
 
-def _tag_python(tag: str) -> str | None:
-    """The one Python version a wheel tag requires ("3.12"), or None when it fits any 3.x."""
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def _tag_python(tag: str, runtime: str) -> str | None:
+    """The Python version a wheel tag was built for ("3.12"), or None when it fits ``runtime``: a pure
+    tag (py3) fits any 3.x, a stable-ABI tag (cp312-abi3) that version and every later one."""
     python, abi = tag.split("-")[:2] if tag.count("-") >= 2 else (tag, "none")
+    found = _TAG.match(python)
+    if abi == "abi3" and found and found.group(2) is not None:
+        minimum = f"{found.group(1)}.{found.group(2)}"
+        return None if _version(runtime) >= _version(minimum) else minimum
     for part in (abi, python):
         found = _TAG.match(part)
         if found and found.group(2) is not None and part.startswith("cp"):
@@ -139,7 +148,7 @@ def vendored_mismatches(vendor: Path, python: str) -> list[Mismatch]:
         paths = _record_paths(dist_info)
         owned.update(paths)
         tags = _wheel_tags(dist_info)
-        wanted = {_tag_python(tag) for tag in tags}
+        wanted = {_tag_python(tag, python) for tag in tags}
         if tags and None not in wanted and python not in wanted:
             versions = ", ".join(sorted(v for v in wanted if v))
             evidence = f"{VENDOR_DIR}/{dist_info.name}/WHEEL: Tag {tags[0]}"

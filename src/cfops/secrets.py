@@ -108,7 +108,7 @@ def sync_secrets(settings: Settings, worker: Worker = "native", *, dry_run: bool
             f"Cloudflare refused (error {code}): the latest version of {t.name} is not the "
             "deployed one; putting the secrets into a new version (`wrangler versions secret bulk`) instead"
         )
-        note = f"cfops secrets_sync: {len(wanted.values)} secrets"
+        note = f"cfops secrets: {len(wanted.values)} secrets"
         run = run_wrangler(
             settings, ["versions", "secret", "bulk", *config, "--message", note], input=payload
         )

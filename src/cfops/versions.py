@@ -55,7 +55,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--worker", choices=WORKERS, default="native", help="default: native")
     parser.add_argument(
         "--window",
-        type=float,
+        type=cli.finite_float,
         help="native: also each live version's real traffic over the last SECONDS (Analytics Engine)",
     )
     args = parser.parse_args(argv)

@@ -3,15 +3,17 @@ exit 2 on an unknown flag, and secrets kept off argv by the session and task lay
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from cfops import __main__ as entry
-from cfops import __version__
+from cfops import __version__, cli, procs
 from cfops.argv import hand_off_secrets
 from cfops.commands import ALIASES, BY_NAME, CFOPS_ONLY, COMMANDS
 
@@ -120,6 +122,59 @@ def test_secret_header_values_leave_argv_for_the_environment() -> None:
         "Cookie: @env:ALREADY",
     ]
     assert env == {"CFOPS_SECRET_ARG_0": "Bearer tok-123456", "CFOPS_SECRET_ARG_1": "k-98765"}
+
+
+def test_an_abbreviated_flag_is_bad_input_so_no_secret_slips_past_the_hand_off() -> None:
+    # hand_off_secrets knows `--header`; argparse would otherwise take `--head` for it.
+    result = subprocess.run(
+        [sys.executable, "-m", "cfops", "perf", "--head", "Authorization: Bearer tok-abbrev"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip().startswith("error: cfops perf: unrecognized arguments: --head")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["versions", "--window", "nan"],
+        ["versions", "--window", "inf"],
+        ["promote", "--new", "a", "--percent", "nan"],
+        ["analytics", "show", "--new", "a", "--window", "nan"],
+        ["analytics", "stage", "--new", "a", "--percent=-inf"],
+    ],
+)
+def test_a_number_that_is_not_finite_is_bad_input(argv: list[str]) -> None:
+    # nan passes every `<= 0` check and ends in int(nan): argparse turns it away first.
+    result = subprocess.run(
+        [sys.executable, "-m", "cfops", *argv], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "expected a finite number" in line and "Traceback" not in result.stdout
+
+
+def test_the_exit_code_file_is_this_commands_own_not_a_childs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    codes = tmp_path / "codes"
+    codes.touch()
+    monkeypatch.setenv("CFOPS_EXIT_CODE_FILE", str(codes))
+    monkeypatch.setenv("CFOPS_PARENT_PID", "1")
+    child = "import os, sys; from cfops import cli; sys.exit(cli.main(lambda argv: 2, []))"
+
+    def pipeline(argv: Sequence[str]) -> int:
+        # a release step: a cfops child that exits 2 (a skipped optional step), then this command fails
+        result = procs.run([sys.executable, "-c", child], check=False, echo=False)
+        assert result.returncode == 2
+        return 1
+
+    assert cli.main(pipeline, []) == 1
+    assert codes.read_text().split() == ["1"]
+    assert "CFOPS_EXIT_CODE_FILE" not in os.environ
 
 
 def test_ci_runs_the_readmes_quick_start_and_test_command_exactly() -> None:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from cfops import journal, retry
-from cfops.cloudflare_api import ApiFailed, CloudflareApi
+from cfops.cloudflare_api import ApiFailed, CloudflareApi, retry_after_seconds
 from cfops.errors import UsageError
 from cfops.journal import Entry
 from cfops.perf.report import answers_by_version, version_check
@@ -223,3 +223,20 @@ def test_the_fake_refuses_secret_edits_while_the_latest_version_is_not_deployed(
     assert script.latest.secrets() == {"K": "v1"}
     assert script.latest.modules["worker.js"].data == b"// latest code"
     assert script.current().traffic() == {script.latest.id: 100.0}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("7", 7.0),
+        ("-3", 0.0),
+        ("soon", None),  # neither seconds nor a date: the policy's own backoff, not a traceback
+        ("nan", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # a date in the past: no wait
+    ],
+)
+def test_retry_after_is_seconds_or_a_date_and_anything_else_is_ignored(
+    header: str, expected: float | None
+) -> None:
+    response = httpx.Response(429, headers={"retry-after": header})
+    assert retry_after_seconds(response) == expected

@@ -142,6 +142,15 @@ def test_wheel_tags_and_compiled_modules_name_their_python(tmp_path: Path) -> No
     assert pyruntime.vendored_mismatches(vendor / "missing", "3.14") == []
 
 
+def test_a_stable_abi_wheel_fits_its_python_and_every_later_one(tmp_path: Path) -> None:
+    vendor = tmp_path / "python_modules"
+    vendor_wheel(build_wheel(tmp_path, "stable", "1.0", "cp313-abi3-pyodide_2025_0_wasm32"), vendor)
+    assert pyruntime.vendored_mismatches(vendor, "3.13") == []
+    assert pyruntime.vendored_mismatches(vendor, "3.14") == []
+    (too_new,) = pyruntime.vendored_mismatches(vendor, "3.12")
+    assert (too_new.package, too_new.built_for) == ("stable 1.0", "3.13")
+
+
 def test_preflight_strict_fails_on_a_package_vendored_for_another_python(
     project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -246,16 +246,20 @@ def main(argv: Sequence[str]) -> int:
     stage = commands.add_parser("stage", help="soak, then judge one release stage")
     stage.add_argument("--new", required=True, help="the new version id")
     stage.add_argument("--old", help="the previous version id")
-    stage.add_argument("--percent", type=float, required=True, help="the stage's share of the new version")
     stage.add_argument(
-        "--started-ago", type=float, default=0.0, help="seconds since the stage's promote began"
+        "--percent", type=cli.finite_float, required=True, help="the stage's share of the new version"
+    )
+    stage.add_argument(
+        "--started-ago", type=cli.finite_float, default=0.0, help="seconds since the stage's promote began"
     )
     stage.add_argument(
         "--soak",
-        type=float,
+        type=cli.finite_float,
         help="seconds to wait before reading (default: [tool.cfops.release] soak_seconds)",
     )
-    stage.add_argument("--max-soak", type=float, help="extend an inconclusive stage up to this many seconds")
+    stage.add_argument(
+        "--max-soak", type=cli.finite_float, help="extend an inconclusive stage up to this many seconds"
+    )
     stage.add_argument(
         "--baseline", help="an earlier stage's record: the old version's numbers when it has none"
     )
@@ -268,7 +272,7 @@ def main(argv: Sequence[str]) -> int:
     show = commands.add_parser("show", help="per-version numbers of the last window")
     show.add_argument("--new", required=True)
     show.add_argument("--old")
-    show.add_argument("--window", type=float, default=300.0, help="seconds (default 300)")
+    show.add_argument("--window", type=cli.finite_float, default=300.0, help="seconds (default 300)")
     args = parser.parse_args(argv)
     settings = cli.settings_from_env()
     if args.command == "check":
