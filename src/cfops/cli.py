@@ -22,7 +22,7 @@ from typing import Any, Literal, NoReturn
 from cfops import output
 from cfops.config import Settings, is_secret_name, load_settings
 from cfops.errors import CfopsError, UsageError
-from cfops.procs import Terminated, sigterm_as_interrupt
+from cfops.procs import Terminated, interrupts_unwind_once
 
 # argparse dest prefix of a settings flag: "setting:dev.port" holds the text given for --port.
 _SETTING = "setting:"
@@ -142,7 +142,7 @@ def main(func: Callable[[Sequence[str]], int], argv: Sequence[str] | None = None
     args = list(sys.argv[1:] if argv is None else argv)
     exit_code_file = _take_exit_code_file()
     try:
-        with sigterm_as_interrupt():
+        with interrupts_unwind_once():
             code = func(args)
     except CfopsError as exc:
         output.error(str(exc))

@@ -486,21 +486,39 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that every ``finally`` and ``with`` block runs its cleanup."""
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
+_unwinding = False
+
+
+def _unwind_once(signum: int, frame: FrameType | None) -> None:
+    """The first Ctrl-C or SIGTERM unwinds: every ``finally`` and ``with`` block stops what it started.
+    Later ones are ignored. A second Ctrl-C (an impatient user; a runner that signals twice) would
+    otherwise cut that cleanup short, leaving a container or a process group behind, or arrive after
+    Python restored the default handlers at exit and turn exit 130 into death by signal. The cleanup
+    is bounded (grace, then SIGKILL), so there is nothing to hurry."""
+    global _unwinding
+    if _unwinding:
+        return
+    _unwinding = True
+    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
 
 @contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM (what nox and CI runners send) unwinds like Ctrl-C."""
+def interrupts_unwind_once() -> Iterator[None]:
+    """Within the block, Ctrl-C and SIGTERM (what nox and CI runners send) unwind once, like Ctrl-C."""
+    global _unwinding
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    _unwinding = False
+    # A signal the process was started with ignored (nohup, a background job's Ctrl-C) stays ignored.
+    wanted = [sig for sig in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(sig) is not signal.SIG_IGN]
+    previous = {sig: signal.signal(sig, _unwind_once) for sig in wanted}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if not _unwinding:  # after a signal the handler stays: the process is on its way out
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def wait_forever(services: Sequence[Service]) -> None:

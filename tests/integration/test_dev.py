@@ -152,3 +152,27 @@ def test_project_root_is_found_from_a_subdirectory(project: Path) -> None:
     )
     assert proc.returncode == 1
     assert "missing: backend-cloudflare/src/immcad_api/main.py" in proc.stdout
+
+
+def test_a_second_ctrl_c_does_not_cut_the_cleanup_short(project: Path) -> None:
+    # An impatient user (or a runner) signals again while the first one's cleanup runs: still exit 130,
+    # still nothing left running.
+    port = procs.free_port()
+    proc = start_dev(project, "--port", str(port))
+    try:
+        wait_ready(proc, f"http://127.0.0.1:{port}")
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert children, "the backend runs as a child process"
+        proc.send_signal(signal.SIGINT)
+        for _ in range(5):
+            time.sleep(0.05)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out
+    _gone, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, f"left running: {alive}"
