@@ -488,6 +488,36 @@ def test_an_upload_whose_answer_was_lost_is_found_by_its_tag_not_uploaded_again(
     api.stray.clear()
 
 
+def test_an_upload_is_not_repeated_when_nothing_can_tell_whether_it_landed(
+    worker_project: Path, api: FakeCloudflare
+) -> None:
+    api.seed(PROXY)
+    api.inject("POST", r"/versions$", lose_answer=True, times=10)  # every upload lands, unanswered
+    api.inject("GET", r"/versions$", status=503, times=100)  # and the versions list does not answer
+    ran = cfops(
+        worker_project,
+        api,
+        "deploy",
+        "proxy",
+        "--strategy",
+        "versions",
+        "--origin",
+        ORIGIN,
+        "--tag",
+        "rel-44",
+        CFOPS_RETRY_ATTEMPTS="3",
+        CFOPS_RETRY_MAX_SECONDS="10",
+    )
+    assert ran.returncode == 1, ran.output
+    (line,) = ran.stderr.strip().splitlines()[-1:]
+    assert "whether a version with tag rel-44 landed is unknown" in line
+    assert "cfops versions --worker proxy" in line
+    uploads = len(api.calls("POST", r"/versions$"))
+    landed = [v for v in api.script(PROXY).versions if v.annotations.get("workers/tag") == "rel-44"]
+    assert len(landed) == uploads <= 3  # one wrangler run (its own retries), never a blind second one
+    api.stray.clear()
+
+
 def test_an_upload_retried_by_wrangler_deploys_the_version_wrangler_reported(
     worker_project: Path, api: FakeCloudflare
 ) -> None:
@@ -530,7 +560,9 @@ def test_a_rollback_that_cannot_be_confirmed_exits_1_with_the_manual_command(
     )
     assert ran.returncode == 1, ran.output
     assert f"the rollback to {old} is not confirmed" in ran.stderr
-    assert f"npx wrangler rollback {old} --config wrangler.backend-proxy.jsonc -y" in ran.stderr
+    assert f"run by hand: cfops rollback --worker proxy --version {old} (without cfops:" in ran.stderr
+    assert f"wrangler rollback {old} --config wrangler.backend-proxy.jsonc -y)" in ran.stderr
+    assert "npx" not in ran.stderr  # npx would run the system Node
     assert ran.stderr.count("not confirmed") == 1 and "Traceback" not in ran.stderr
     assert api.script(PROXY).current().traffic() == {old: 100.0}  # the write itself went through
     assert len(api.calls("GET", r"/deployments$")) >= 1 + 3  # wrangler's read, then the read-backs

@@ -166,10 +166,15 @@ def split_traffic(new_version: str, old_version: str | None, percent: float) -> 
 
 
 def rollback_hint(settings: Settings, worker: Worker, version_id: str) -> str:
-    """The exact command that puts the Worker back by hand."""
+    """The exact command that puts the Worker back by hand: cfops's own (the pinned toolchain, retries,
+    a read-back), and wrangler's on the pinned Node (`npx` would take the system Node, which may be too
+    old for the pinned wrangler)."""
     t = target(settings, worker)
     config = " ".join(config_args(settings, t))
-    return f"cd {settings.worker_dir} && npx wrangler rollback {version_id} {config} -y"
+    return (
+        f"cfops rollback --worker {worker} --version {version_id} (without cfops: cd {settings.worker_dir} "
+        f'&& PATH="$PWD/node_modules/.bin:$PATH" wrangler rollback {version_id} {config} -y)'
+    )
 
 
 def new_tag() -> str:

@@ -108,7 +108,14 @@ def upload_version(
             if dry_run or not exc.transient:
                 raise
             assert tag is not None
-            landed = tagged_versions(settings, worker, tag)
+            try:
+                landed = tagged_versions(settings, worker, tag)
+            except retry.TransientError as unanswered:
+                # Not transient for the upload loop: uploading again without knowing would be blind.
+                raise CfopsError(
+                    f"{exc}; whether a version with tag {tag} landed is unknown ({unanswered}): check with "
+                    f"`cfops versions --worker {worker}` before uploading again"
+                ) from None
             if landed:
                 output.warn(
                     f"the upload failed ({exc.code or 'connection'}) but version {landed[0].id} carrying tag "
@@ -132,7 +139,12 @@ def upload_version(
                 f"wrangler versions upload reported no version id for {t.name} (no version-upload event)"
             )
         assert tag is not None
-        twins = [v.id for v in tagged_versions(settings, worker, tag) if v.id != version_id]
+        try:
+            twins = [v.id for v in tagged_versions(settings, worker, tag) if v.id != version_id]
+        except retry.TransientError as unanswered:
+            # Only a courtesy: the upload itself succeeded, and its record must still be written.
+            output.warn(f"could not look for other versions with tag {tag}: {unanswered}")
+            twins = []
         if twins:
             # wrangler retried an upload whose answer was lost: the twin is identical and never deployed.
             output.warn(f"tag {tag} also marks {', '.join(twins)} (wrangler's retried upload landed twice)")
