@@ -963,6 +963,52 @@ def test_node_end_of_life_dates_by_release_line(tmp_path: Path) -> None:
     assert unknown.end_of_life() is None and eol_problem(unknown, dt.date(2040, 1, 1)) is None
 
 
+def test_node_children_share_a_compile_cache_under_node_modules_unless_the_caller_sets_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cfops.node import NodeRuntime
+
+    monkeypatch.delenv("NODE_COMPILE_CACHE", raising=False)
+    cache = tmp_path / "backend-cloudflare/node_modules/.cache/node-compile-cache"
+    runtime = NodeRuntime(
+        binary=tmp_path / "bin/node", version=(24, 0, 0), source="test", compile_cache=cache
+    )
+    assert runtime.env({"PATH": "/usr/bin"}) == {
+        "PATH": os.pathsep.join([str(tmp_path / "bin"), "/usr/bin"]),
+        "NODE_COMPILE_CACHE": str(cache),
+    }
+    assert "NODE_COMPILE_CACHE" not in runtime.env({"PATH": "/usr/bin", "NODE_COMPILE_CACHE": "/mine"})
+    monkeypatch.setenv("NODE_COMPILE_CACHE", "/mine")
+    assert "NODE_COMPILE_CACHE" not in runtime.env({"PATH": "/usr/bin"})
+    assert (
+        "NODE_COMPILE_CACHE"
+        not in NodeRuntime(binary=tmp_path / "node", version=(24, 0, 0), source="t").env()
+    )
+
+
+def test_the_located_node_keeps_compiled_scripts_in_the_projects_cache(
+    pf_project: Path, node_modules: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The real pinned Node: a script run with the runtime's environment leaves its code cache there."""
+    from cfops.node import COMPILE_CACHE, locate
+
+    monkeypatch.delenv("NODE_COMPILE_CACHE", raising=False)
+    monkeypatch.delenv("NODE_DISABLE_COMPILE_CACHE", raising=False)
+    settings = load_settings(pf_project, {"CFOPS_NODE": str(node_modules / ".bin" / "node")})
+    runtime = locate(settings)
+    assert runtime.compile_cache == settings.worker_dir / COMPILE_CACHE
+    script = tmp_path / "script.js"
+    script.write_text("module.exports = 1;\nconsole.log(require('node:path').sep);\n")
+    proc = subprocess.run(
+        [str(runtime.binary), str(script)],
+        env={**os.environ, **runtime.env()},
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert any(path.is_file() for path in (settings.worker_dir / COMPILE_CACHE).rglob("*"))
+
+
 def test_installed_wrangler_must_equal_the_pin(
     pf_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
