@@ -127,6 +127,8 @@ def test_bounds_can_be_lowered_but_not_raised(tmp_path: Path) -> None:
         ({"CONCURRENCY": "0"}, [], "concurrency (CONCURRENCY / --concurrency) must be at least 1"),
         ({"MAX_P95_SECONDS": "-1"}, [], "max p95 (MAX_P95_SECONDS / --max-p95) must be above 0"),
         ({"MAX_P95_SECONDS": "soon"}, [], "MAX_P95_SECONDS: expected a number"),
+        ({"MAX_P95_SECONDS": "nan"}, [], "MAX_P95_SECONDS: expected a finite number, got 'nan'"),
+        ({}, ["--max-p99", "inf"], "--max-p99: expected a finite number, got 'inf'"),
         ({"IMMCAD_API_BASE_URL": "not a url"}, [], "is not an absolute http(s) URL"),
         ({"IMMCAD_API_BASE_URL": "ftp://example.test"}, [], "is not an absolute http(s) URL"),
         ({"IMMCAD_API_BASE_URL": "http://example.test:99999"}, [], "is malformed"),
