@@ -7,6 +7,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -20,6 +21,13 @@ from cfops.wrangler import _lock_digest, ensure_node_toolchain
 from tests.fakes.cloudflare_api import cloudflare_api  # noqa: F401 - the fake Cloudflare API fixture
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Started from a background job (`nohup … &`, a non-interactive shell), pytest and its workers inherit an
+# ignored SIGINT, and so would every command the tests start: cfops keeps a signal it was started with
+# ignored (nohup's meaning), so the Ctrl-C tests could not interrupt anything. Children of a process
+# that handles SIGINT start with the default disposition.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # What a fixture project needs to be a working copy of this one (no node_modules, no .nox).
 PROJECT_FILES = (
