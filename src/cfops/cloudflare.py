@@ -125,6 +125,8 @@ def advice_for(code: int | None) -> str | None:
 WORKER_SIZE_LIMIT_KIB = 65536
 # CPU a Worker's global scope may spend at startup before the upload is refused (STARTUP_CODE).
 STARTUP_LIMIT_MS = 1000.0
+# A version's or deployment's message (the workers/message annotation) is kept to 100 characters.
+DEPLOYMENT_MESSAGE_MAX = 100
 
 # --------------------------------------------------------------------------- Python Workers runtime
 

@@ -38,6 +38,7 @@ Event = Literal[
     "split",  # traffic confirmed
     "canary",  # new version measured through the override header
     "stage",  # percent: the smoke at that share passed
+    "foreign-deployment",  # traffic: live, not what this release set; it stops and leaves it alone
     "rolling-back",  # stable: the target
     "rolled-back",
     "rollback-failed",

@@ -111,6 +111,8 @@ def resume(settings: Settings, last: journal.ReleaseJournal) -> int:
     ctx.state.release_id, ctx.state.base_url = last.release, started.base_url
     ctx.state.new_version, ctx.state.old_version = new, stable
     ctx.rollback_to, ctx.rollback_worker = stable, WORKER
+    # What the resumed splits require to find live (a compare-and-set, as in the release itself).
+    ctx.state.traffic = dict(live.traffic) if live is not None else None
     steps: list[Step] = [] if share is not None else [split_step(0)]
     steps.append(canary_step(ctx))
     if current > 0:  # the stage the release stopped in: its smoke again, at the split it already has

@@ -419,6 +419,19 @@ class FakeCloudflare:
             self._deploy(name, [(ids[deployed], 100.0)], {"workers/triggered_by": "upload"})
         return ids
 
+    def deploy_behind_the_back(self, name: str, traffic: dict[str, float], *, message: str) -> None:
+        """A deployment someone else makes (another release, a person) with ``traffic`` by version id;
+        an id not uploaded yet is uploaded for it first."""
+        with self._lock:
+            module = Part("worker.js", "worker.js", "application/javascript+module", b"export default {}")
+            ids = []
+            for version_id, share in traffic.items():
+                if self._script(name).version(version_id) is None:
+                    uploaded = self._new_version(name, "worker.js", {"worker.js": module}, [], {})
+                    uploaded.id = version_id
+                ids.append((version_id, share))
+            self._deploy(name, ids, {"workers/triggered_by": "deployment", "workers/message": message})
+
     # ---------------------------------------------------------------------------------- internals
 
     def _now(self) -> str:

@@ -200,6 +200,11 @@ def test_production_release_canaries_promotes_through_the_stages_to_100(
     assert answers["perf smoke at 10 %"] == {new: 2, old: 18}
     assert answers["perf smoke at 50 %"] == {new: 10, old: 10}
     assert answers["perf smoke at 100 %"] == {new: 20}
+    # Each split's deployment says which release made it (Cloudflare's own history).
+    release_id = journal_entries(release_project)[0]["release"]
+    assert [d.annotations.get("workers/message") for d in cloudflare_api.script(NATIVE).deployments[-4:]] == [
+        f"cfops release {release_id} new@{p} stable={old[:8]}" for p in (0, 10, 50, 100)
+    ]
     # The journal tells the whole story, and the release is closed.
     events = [(e["event"], e.get("percent")) for e in journal_entries(release_project)]
     assert events[0] == ("started", None) and events[-1] == ("done", None)
@@ -847,6 +852,60 @@ def test_one_release_at_a_time_in_a_checkout(
     assert proc.returncode == 2
     assert "another release or recovery is running in this checkout (pid 4242)" in proc.stderr
     assert cloudflare_api.calls("POST") == []
+
+
+def test_a_foreign_deployment_between_stages_stops_the_release_and_is_not_rolled_back(
+    release_env_ready: None,
+    release_project: Path,
+    cloudflare_api: FakeCloudflare,
+    front: WorkerFront,
+    healthy_traffic: None,
+) -> None:
+    cloudflare_api.seed(NATIVE)
+    other = str(uuid.uuid4())
+    foreign: dict[str, float] = {}
+
+    def another_release() -> None:  # its first split lands once this release has split 10 %
+        path = release_project / "artifacts" / "release-journal.jsonl"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            entries = journal_entries(release_project) if path.is_file() else []
+            split = [e for e in entries if e["event"] == "split" and e.get("percent") == 10.0]
+            if split:
+                (stable,) = (v for v, share in split[0]["traffic"].items() if share == 90.0)
+                foreign.update({other: 0.0, stable: 100.0})
+                cloudflare_api.deploy_behind_the_back(NATIVE, foreign, message="cfops release cfops-other")
+                return
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=another_release, daemon=True)
+    thread.start()
+    proc = production(release_project, cloudflare_api, front.url)
+    thread.join(timeout=5)
+    assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-2000:]
+    data = report(release_project)
+    assert data["stopped_at"] == "promote to 50 %"
+    said = proc.stdout + proc.stderr
+    assert f"foreign deployment: {NATIVE} serves {other}@0" in said
+    assert f"someone else deployed version {other}" in said
+    assert "does not roll back over a deployment it does not own" in said
+    # The other release's deployment is left as it is: no rollback, no split of this release over it.
+    steps = statuses(data)
+    assert (steps["perf smoke at 10 %"], steps["analysis at 10 %"]) == ("ok", "ok")
+    assert (steps["promote to 50 %"], steps["rollback"]) == ("failed", "skipped")
+    assert data["versions"]["rolled_back_to"] is None
+    assert live(cloudflare_api) == foreign
+    assert cloudflare_api.script(NATIVE).deployments[-1].annotations["workers/message"] == (
+        "cfops release cfops-other"
+    )
+    # The journal says what was found and that the release ended there (nothing of it left to recover).
+    entries = journal_entries(release_project)
+    found = [e for e in entries if e["event"] == "foreign-deployment"]
+    assert len(found) == 1 and found[0]["traffic"] == foreign
+    assert "does not roll back" in found[0]["detail"]
+    assert [e["event"] for e in entries][-2:] == ["foreign-deployment", "done"]
+    assert entries[-1]["outcome"] == "stopped: foreign deployment"
+    assert "rolling-back" not in [e["event"] for e in entries]
 
 
 @pytest.mark.timeout(900)  # two production releases, one after the other

@@ -145,6 +145,35 @@ def test_a_failure_after_the_upload_rolls_back(settings: Settings, monkeypatch: 
     assert ctx.state.rolled_back_to == "v-old"
 
 
+@pytest.mark.parametrize(
+    ("live", "rolled_back"),
+    [
+        ({"v-new": 10.0, "v-old": 90.0}, True),  # the split this release set
+        ({"v-new": 50.0, "v-old": 50.0}, True),  # the split it was asking for when it failed
+        ({"v-other": 0.0, "v-old": 100.0}, False),  # another release's split: not this one's to undo
+    ],
+)
+def test_the_rollback_acts_only_on_a_deployment_the_release_set(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, live: dict[str, float], rolled_back: bool
+) -> None:
+    import cfops.deploy
+    from cfops.cloudflare_api import Deployment
+
+    monkeypatch.setattr(runner, "rollback_command", lambda ctx, failed: py("print('rolled back')"))
+    monkeypatch.setattr(cfops.deploy, "current_deployment", lambda s, w: Deployment("d", "", live))
+    ctx = Context(settings=settings, options=Options(pipeline="production"))
+    ctx.rollback_to = "v-old"
+    ctx.state.traffic, ctx.state.asked = {"v-new": 10.0, "v-old": 90.0}, {"v-new": 50.0, "v-old": 50.0}
+    results: list[StepResult] = []
+    release.execute(ctx, [Step("analysis", lambda ctx: py("raise SystemExit(1)"))], results)
+    assert results[-1].status == ("ok" if rolled_back else "skipped")
+    assert ctx.state.rolled_back_to == ("v-old" if rolled_back else None)
+    if not rolled_back:
+        assert ctx.state.foreign == live
+        assert "not rolled back: foreign deployment" in results[-1].detail
+        assert "someone else deployed version v-other" in results[-1].detail
+
+
 def test_a_failed_rollback_is_reported_loudly(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runner, "rollback_command", lambda ctx, failed: py("raise SystemExit(1)"))
     _, results = run_steps(

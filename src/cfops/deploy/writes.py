@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from cfops import cloudflare_api, output, retry
-from cfops.cloudflare import RATE_LIMIT_CODE
+from cfops.cloudflare import DEPLOYMENT_MESSAGE_MAX, RATE_LIMIT_CODE
 from cfops.config import Settings
 from cfops.deploy.plan import (
     Target,
@@ -176,7 +176,7 @@ def deploy_split(
     specs = [f"{version}@{share:g}" for version, share in traffic.items()]
     args = ["versions", "deploy", *specs, *config_args(settings, t), "-y"]
     if message:
-        args += ["--message", message]
+        args += ["--message", message[:DEPLOYMENT_MESSAGE_MAX]]
     run = _repeatable(settings, f"deploying {' '.join(specs)}", args)
     event = run.event("version-deploy") or {}
     # wrangler 4.86 writes version_traffic as {} (a Map through JSON.stringify): confirm from the API.
@@ -217,7 +217,7 @@ def rollback(
     chosen = version_id or default_rollback_version(deployments)
     previous = deployments[-1].traffic
     note = message or f"cfops rollback of {t.worker} to {chosen[:8]}"
-    args = ["rollback", chosen, *config_args(settings, t), "-y", "--message", note[:120]]
+    args = ["rollback", chosen, *config_args(settings, t), "-y", "--message", note[:DEPLOYMENT_MESSAGE_MAX]]
     try:
         run = _repeatable(settings, f"rolling back {t.name} to {chosen}", args)
     except WranglerFailed as exc:

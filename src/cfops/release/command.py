@@ -119,6 +119,8 @@ def run_pipeline(ctx: Context, steps: list[Step]) -> dict[str, Any]:
         write_report(ctx.settings, report)
         if not ctx.state.rollback_failed:  # otherwise it stays unfinished: `invoke recover` takes over
             outcome = "rolled back" if ctx.state.rolled_back_to else str(report["result"])
+            if ctx.state.foreign is not None:  # someone else's deployment: theirs to finish, not ours
+                outcome = "stopped: foreign deployment"
             ctx.record("done", outcome=outcome, new=ctx.state.new_version)
     return report
 

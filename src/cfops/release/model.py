@@ -68,6 +68,13 @@ class ReleaseState:
     old_version: str | None = None
     rolled_back_to: str | None = None
     rollback_failed: bool = False
+    # The deployment this release last set and saw confirmed ({stable: 100} once the upload is known):
+    # every later split requires to find exactly this live (a compare-and-set), else someone else
+    # deployed in between. ``asked`` is a split in flight (the live state may already show it).
+    traffic: dict[str, float] | None = None
+    asked: dict[str, float] | None = None
+    # A deployment this release did not make, found live: the release stops and leaves it alone.
+    foreign: dict[str, float] | None = None
     # When each stage's split was asked for (time.monotonic()): where its analysis window starts.
     stage_started: dict[float, float] = field(default_factory=dict)
 
@@ -136,6 +143,38 @@ class StepResult:
     duration: float = 0.0
     command: str = ""
     detail: str = ""
+
+
+def fmt_traffic(traffic: dict[str, float] | None) -> str:
+    return ", ".join(f"{v}@{p:g}" for v, p in (traffic or {}).items()) or "no deployment"
+
+
+def foreign_deployment(ctx: Context) -> str | None:
+    """Read the live deployment of the native Worker (the one released in stages); when it is none this
+    release set or is setting, journal it, keep it in ``ctx.state.foreign`` and return the one line that
+    says so: the release stops there and must not roll back over it. None when the live state is this
+    release's, or when there is nothing yet to compare with (before the upload)."""
+    from cfops.deploy import current_deployment
+
+    owned = [t for t in (ctx.state.traffic, ctx.state.asked) if t is not None]
+    if not owned:
+        return None
+    live = current_deployment(ctx.settings, "native")
+    seen = dict(live.traffic) if live is not None else {}
+    if seen in owned:
+        return None
+    ctx.state.foreign = seen
+    ours = {v for t in owned for v in t}
+    others = [v for v in seen if v not in ours]
+    who = f"version {', '.join(others)}" if others else "a split of its versions it did not ask for"
+    problem = (
+        f"foreign deployment: {ctx.settings.native.name} serves {fmt_traffic(seen)}, not "
+        f"{fmt_traffic(owned[0])} as this release last set it — someone else deployed {who}; the release "
+        "stops and does not roll back over a deployment it does not own: check `cfops versions` and "
+        "settle it with whoever made it"
+    )
+    ctx.record("foreign-deployment", traffic=seen, detail=problem)
+    return problem
 
 
 def cfops(command: str, *args: str) -> list[str]:

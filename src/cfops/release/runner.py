@@ -11,7 +11,17 @@ from contextlib import suppress
 
 from cfops import output, procs
 from cfops.errors import CfopsError
-from cfops.release.model import SYMBOL, Context, Step, StepFailed, StepResult, cfops, shown
+from cfops.release.model import (
+    SYMBOL,
+    Context,
+    Step,
+    StepFailed,
+    StepResult,
+    cfops,
+    fmt_traffic,
+    foreign_deployment,
+    shown,
+)
 
 
 def rollback_command(ctx: Context, failed_step: str) -> list[str]:
@@ -142,8 +152,28 @@ def execute(ctx: Context, steps: list[Step], results: list[StepResult]) -> None:
         _roll_back(ctx, results, failed.name, interrupted=False)
 
 
+def _not_ours(ctx: Context) -> str | None:
+    """Why the live deployment is not this release's to roll back (None: it is, or it cannot tell)."""
+    if ctx.state.foreign is not None:
+        return f"{ctx.settings.native.name} serves {fmt_traffic(ctx.state.foreign)}, not this release's split"
+    try:
+        return foreign_deployment(ctx)
+    except CfopsError as exc:  # the read failed: the rollback reads (and retries) on its own
+        output.warn(f"could not read the live deployment before the rollback ({exc})")
+        return None
+
+
 def _roll_back(ctx: Context, results: list[StepResult], failed_step: str, *, interrupted: bool) -> None:
     if ctx.rollback_to is None or ctx.options.dry_run:
+        return
+    # The rollback policy acts only on the state this release set: another release's (or a person's)
+    # deployment is theirs, and rolling it back would undo their change as well.
+    foreign = _not_ours(ctx)
+    if foreign is not None:
+        detail = f"not rolled back: {foreign}"
+        results.append(StepResult("rollback", "skipped", detail=detail))
+        output.warn(f"{failed_step} failed after the upload, but the live deployment is not this release's")
+        _line(results[-1])
         return
     argv = rollback_command(ctx, failed_step)
     entry = StepResult("rollback", "not run", command=shown(argv))

@@ -7,8 +7,19 @@ import time
 from collections.abc import Callable, Sequence
 
 from cfops import procs
+from cfops.cloudflare import DEPLOYMENT_MESSAGE_MAX
 from cfops.records import DeployRecord
-from cfops.release.model import NEW, OLD, Context, Pipeline, Skip, Step, StepFailed, cfops
+from cfops.release.model import (
+    NEW,
+    OLD,
+    Context,
+    Pipeline,
+    Skip,
+    Step,
+    StepFailed,
+    cfops,
+    foreign_deployment,
+)
 from cfops.release.smoke import (
     LOCAL_POINTS,
     analysis_step,
@@ -87,6 +98,7 @@ def _upload_after(ctx: Context) -> str:
     ctx.rollback_worker = "native"
     if record.previous_version_id:
         ctx.rollback_to = record.previous_version_id
+        ctx.state.traffic = {record.previous_version_id: 100.0}  # what the first split must find live
     ctx.record("uploaded", new=record.version_id, stable=record.previous_version_id, tag=record.tag)
     return f"new version {record.version_id} (live: {record.previous_version_id or 'none'})"
 
@@ -96,7 +108,17 @@ def _traffic(ctx: Context, percent: float) -> dict[str, float]:
     return {new: 100.0} if percent == 100 or not old else {new: percent, old: 100.0 - percent}
 
 
+def split_message(ctx: Context, percent: float) -> str:
+    """The deployment's message: which release made it (so Cloudflare's own history says so)."""
+    stable = (ctx.state.old_version or OLD)[:8]
+    text = f"cfops release {ctx.state.release_id or 'RELEASE_ID'} new@{percent:g} stable={stable}"
+    return text[:DEPLOYMENT_MESSAGE_MAX]
+
+
 def split_step(percent: float) -> Step:
+    """A compare-and-set of the traffic: the live deployment must still be the one this release last
+    set (or {stable: 100} before its first split), else the release stops without touching it."""
+
     def command(ctx: Context) -> list[str]:
         new = ctx.state.new_version or NEW
         old = ctx.state.old_version if ctx.state.new_version else OLD
@@ -108,15 +130,21 @@ def split_step(percent: float) -> Step:
                     "against; deploy it once with `nox -s deploy_native`"
                 )
             args += ["--old", str(old)]
+        args += ["--message", split_message(ctx, percent)]
         # The stage's analysis window starts here (a monotonic time: immune to the runner's clock).
         ctx.state.stage_started[percent] = time.monotonic()
         return cfops("promote", *args)
 
     def before(ctx: Context) -> None:
-        ctx.record("splitting", new=ctx.state.new_version, traffic=_traffic(ctx, percent), percent=percent)
+        foreign = foreign_deployment(ctx)
+        if foreign:
+            raise StepFailed(foreign)
+        ctx.state.asked = _traffic(ctx, percent)
+        ctx.record("splitting", new=ctx.state.new_version, traffic=ctx.state.asked, percent=percent)
 
     def after(ctx: Context) -> None:
-        ctx.record("split", new=ctx.state.new_version, traffic=_traffic(ctx, percent), percent=percent)
+        ctx.state.traffic, ctx.state.asked = _traffic(ctx, percent), None
+        ctx.record("split", new=ctx.state.new_version, traffic=ctx.state.traffic, percent=percent)
 
     label = "split new@0 old@100" if percent == 0 else f"promote to {percent:g} %"
     return Step(label, command, before=before, after=after)
