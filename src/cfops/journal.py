@@ -115,6 +115,14 @@ class ReleaseJournal:
     def new(self) -> str | None:
         return self.latest("new")  # type: ignore[no-any-return]
 
+    def asked_at(self, percent: float) -> datetime | None:
+        """When the split at ``percent`` was last asked for (its ``splitting`` entry): where the stage's
+        analysis window starts, as in the release itself."""
+        for entry in reversed(self.entries):
+            if entry.event == "splitting" and entry.percent == percent:
+                return datetime.fromisoformat(entry.at)
+        return None
+
     @property
     def worker(self) -> str:
         return self.entries[0].worker

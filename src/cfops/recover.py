@@ -3,7 +3,9 @@
 The journal (cfops.journal) says where the last release stopped; the live deployment says what serves.
 By default the Worker goes back to the release's recorded stable version (a verified rollback). With
 ``--resume`` the release continues instead: the split new@0 where it never happened, the canary through
-the override header, then the stages it had not reached, each with its smoke; any failure rolls back.
+the override header, the smoke and analysis of the stage it stopped in (its window from the journal's
+split), then the stages it had not reached, each with its smoke and analysis against the stage before as
+the baseline; any failure rolls back.
 With nothing unfinished it says so and exits 0.
 
 Without a journal entry to go by (a split left by hand or by another checkout), the stable version is the
@@ -12,7 +14,9 @@ last one that had 100 % of the traffic before the current deployment.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from cfops import cli, journal, output
 from cfops.config import Settings
@@ -32,6 +36,7 @@ from cfops.release import (
     Context,
     Options,
     Step,
+    analysis_step,
     canary_step,
     run_pipeline,
     smoke_step,
@@ -115,9 +120,18 @@ def resume(settings: Settings, last: journal.ReleaseJournal) -> int:
     ctx.state.traffic = dict(live.traffic) if live is not None else None
     steps: list[Step] = [] if share is not None else [split_step(0)]
     steps.append(canary_step(ctx))
-    if current > 0:  # the stage the release stopped in: its smoke again, at the split it already has
-        steps.append(smoke_step(ctx, current))
-    steps += stage_steps(ctx, [s for s in started.stages if s > current])
+    previous: float | None = None  # the stage whose analysis record is the next one's baseline
+    if current > 0:
+        # The stage the release stopped in gets its gates again, at the split it already has: the smoke,
+        # and the analysis of its real traffic, whose window starts when the split was asked for (as in
+        # the release), so the soak it already served counts and the rest is waited out.
+        asked = last.asked_at(current)
+        served = (datetime.now(UTC) - asked).total_seconds() if asked is not None else 0.0
+        ctx.state.stage_started[current] = time.monotonic() - max(served, 0.0)
+        earlier = [s for s in started.stages if 0 < s < current]
+        steps += [smoke_step(ctx, current), analysis_step(current, earlier[-1] if earlier else None)]
+        previous = current
+    steps += stage_steps(ctx, [s for s in started.stages if s > current], previous)
     output.info(f"resuming release {last.release} ({last.where()}): {new} at {current:g} %")
     report = run_pipeline(ctx, steps)
     if report["result"] == "passed":

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -739,10 +740,30 @@ def test_sigkill_mid_stage_then_recover_resume_finishes_the_stages(
     assert entries[-1]["event"] == "split" and entries[-1]["traffic"] == {new: 10.0, stable: 90.0}
     assert "canary" in [e["event"] for e in entries]
     assert live(cloudflare_api) == {new: 10.0, stable: 90.0}
+    (asked,) = [e["at"] for e in entries if e["event"] == "splitting" and e.get("percent") == 10.0]
+    resumed_at = datetime.now(UTC)
     resumed = cfops_run(release_project, cloudflare_api, "recover", "--resume")
     assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr
     assert live(cloudflare_api) == {new: 100.0}
     data = report(release_project)
+    # The stage it stopped in is judged again, smoke and real traffic, its window from the journal's split
+    # (the soak it served counts); each later stage has the one before as its baseline, so at 100 %, where
+    # the old version serves nothing, the p95 gate still compares against the 50 % stage's old side.
+    assert list(statuses(data))[:3] == ["canary (new version only)", "perf smoke at 10 %", "analysis at 10 %"]
+    analysis = data["analysis"]
+    assert list(analysis) == ["analysis at 10 %", "analysis at 50 %", "analysis at 100 %"]
+    for percent in (10, 50, 100):
+        assert (release_project / "artifacts" / f"analysis-{percent}.json").is_file()
+    at_10, at_50, at_100 = analysis.values()
+    served = (resumed_at - datetime.fromisoformat(asked)).total_seconds()
+    assert at_10["window_seconds"] >= served > 0
+    assert (at_10["versions"]["new"]["requests"], at_10["versions"]["old"]["requests"]) == (500, 4500)
+    assert at_10["baseline_from_earlier_stage"] is False and at_50["baseline_from_earlier_stage"] is False
+    assert at_100["baseline_from_earlier_stage"] is True
+    assert at_100["versions"]["old"] == at_50["versions"]["old"]
+    for record in analysis.values():
+        assert record["verdict"] == "pass"
+        assert [c["gate"] for c in record["checks"]] == ["5xx rate", "4xx rate", "p95"]
     assert list(data["canary"]) == [
         "canary (new version only)",
         "perf smoke at 10 %",

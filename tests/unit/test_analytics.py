@@ -365,6 +365,27 @@ def test_at_100_percent_the_old_numbers_come_from_the_earlier_stage(
     assert record["verdict"] == "pass" and record["baseline_from_earlier_stage"] is True
 
 
+def test_a_handful_of_old_requests_is_noise_the_earlier_stage_is_the_baseline(
+    api: FakeCloudflare, settings: Any
+) -> None:
+    # After the promote to 100 % the old version still answers a few requests while the split propagates:
+    # fast and error-free by chance. Judged against those, an unchanged new version would fail.
+    api.analytics.seed(DATASET, NEW, 500, Profile(error_rate=0.04, latency_ms=100))
+    api.analytics.seed(DATASET, OLD, 12, Profile(latency_ms=5))
+    baseline = _stats(OLD, 9000, 360, p95=140)  # the 50 % stage's old side: 4 % errors too
+    record = _stage(settings, percent=100, baseline=baseline)
+    assert record["verdict"] == "pass" and record["baseline_from_earlier_stage"] is True
+    assert record["versions"]["old"]["requests"] == 9000
+    assert [c["gate"] for c in record["checks"]] == ["5xx rate", "4xx rate", "p95"]
+    # Enough old traffic (min_requests, as the new side needs) is the old version's own numbers.
+    api.analytics.seed(DATASET, OLD, 300, Profile(error_rate=0.04, latency_ms=100))
+    record = _stage(settings, percent=100, baseline=baseline)
+    assert record["baseline_from_earlier_stage"] is False and record["versions"]["old"]["requests"] == 312
+    # Without a baseline, the few old requests are all there is to compare with.
+    record = _stage(settings, percent=100, old=NEW.replace("a", "c", 1))
+    assert record["versions"]["old"]["requests"] == 0 and record["baseline_from_earlier_stage"] is False
+
+
 def test_the_rehearsal_tries_the_gates_on_seeded_versions_and_reads_the_local_points(tmp_path: Path) -> None:
     points = tmp_path / "points.jsonl"
     sink = layout.jsonl_sink(str(points))

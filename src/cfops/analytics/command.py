@@ -106,6 +106,22 @@ def summary_line(record: dict[str, Any]) -> str:
     return f"{record.get('outcome')}{label} ({record.get('verdict')}: {record.get('reason')}) — {sides}"
 
 
+def comparison(
+    old: VersionStats | None, baseline: VersionStats | None, gates: StageGates
+) -> tuple[VersionStats | None, bool]:
+    """What the new version is judged against, and whether that is the earlier stage's baseline.
+
+    The old version's own numbers when it served enough for a verdict (``min_requests``, as the new side
+    needs); otherwise the baseline — the handful of old requests seen after a promote to 100 %, while the
+    split propagates, is noise; without a baseline, whatever the old version served.
+    """
+    if old is not None and old.requests >= gates.min_requests:
+        return old, False
+    if baseline is not None:
+        return baseline, True
+    return (old if old is not None and old.requests > 0 else None), False
+
+
 def run_stage(
     settings: Settings,
     *,
@@ -129,6 +145,8 @@ def run_stage(
     queries = 0
     skew: float | None = None
     stats: dict[str, VersionStats] = {}
+    compare: VersionStats | None = None
+    used_baseline = False
     judgement: Judgement
     with client or SqlClient(settings, sleep=sleep) as sql:
         while True:
@@ -139,8 +157,7 @@ def run_stage(
             queries += 1
             try:
                 stats, skew = fetch(settings, sql, versions, window)
-                old_stats = stats.get(old) if old else None
-                compare = old_stats if old_stats is not None and old_stats.requests > 0 else baseline
+                compare, used_baseline = comparison(stats.get(old) if old else None, baseline, gates)
                 judgement = judge(stats[new], compare, gates)
             except (AnalyticsUnavailable, DatasetMissing) as exc:
                 judgement = Judgement(verdict="inconclusive", reason=str(exc))
@@ -162,8 +179,8 @@ def run_stage(
         )
     else:
         outcome, policy = judgement.verdict, ""
-    old_stats = stats.get(old) if old else None
-    used_baseline = baseline is not None and (old_stats is None or old_stats.requests == 0)
+    # The old side as judged: the baseline when it stood in, else the old version's own numbers.
+    shown_old = compare if used_baseline else (stats.get(old) if old else None)
     if skew is not None and abs(skew) > SKEW_NOTE_SECONDS:
         output.warn(
             f"the runner's clock differs from the API's by {skew:+.0f} s; the window uses the API's clock"
@@ -175,9 +192,7 @@ def run_stage(
         "queries": queries,
         "versions": {
             "new": stats[new].as_dict() if new in stats else None,
-            "old": (baseline if used_baseline else old_stats).as_dict()  # type: ignore[union-attr]
-            if (used_baseline or old_stats is not None)
-            else None,
+            "old": shown_old.as_dict() if shown_old is not None else None,
         },
         "baseline_from_earlier_stage": used_baseline,
         "verdict": judgement.verdict,

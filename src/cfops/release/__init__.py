@@ -29,7 +29,7 @@ from cfops.release.model import (
 )
 from cfops.release.report import REPORT_JSON, REPORT_MD, analysis_table, markdown, summarize, write_report
 from cfops.release.runner import execute, rollback_command
-from cfops.release.smoke import LOCAL_POINTS, canary_step, smoke_step
+from cfops.release.smoke import LOCAL_POINTS, analysis_step, canary_step, smoke_step
 from cfops.release.stages import STEPS, local_steps, production_steps, proxy_steps, split_step, stage_steps
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "Step",
     "StepFailed",
     "StepResult",
+    "analysis_step",
     "analysis_table",
     "canary_step",
     "cfops",
