@@ -23,6 +23,7 @@ from cfops.dev import Backend, choose_runtime, dev_bindings, native_backend
 from cfops.errors import ServiceError, UsageError
 from cfops.sync import sync
 from cfops.wrangler import QUIET_ENV, toolchain_env, wrangler_bin
+from immcad_api import analytics as layout
 
 ORIGIN_VAR = "BACKEND_ORIGIN"
 # The proxy stamps every answer it gives with this header, its own 404s included: seeing it proves the
@@ -258,7 +259,12 @@ def main(argv: Sequence[str]) -> int:
 def _report_chain(proxy: EdgeProxy) -> None:
     """One request through the proxy to the origin's /healthz, so a broken chain shows at once."""
     try:
-        response = httpx.get(f"{proxy.url}/healthz", timeout=httpx.Timeout(20.0), trust_env=False)
+        response = httpx.get(
+            f"{proxy.url}/healthz",
+            headers={layout.SYNTHETIC_HEADER: layout.SYNTHETIC_VALUE},  # cfops's own, not user traffic
+            timeout=httpx.Timeout(20.0),
+            trust_env=False,
+        )
     except httpx.HTTPError as exc:
         output.warn(f"GET {proxy.url}/healthz failed: {type(exc).__name__}")
         return

@@ -18,9 +18,17 @@ blob2      route              the route's path template (``/api/chat``), or ``un
                               never the raw path: no user data lands in analytics
 blob3      status class       ``2xx`` … ``5xx``
 blob4      method             ``GET``, ``POST`` …
+blob5      origin             ``user``, or ``synthetic`` for cfops's own requests (they carry
+                              ``SYNTHETIC_HEADER``); a point written before this field existed
+                              has it empty, which reads as ``user``
 double1    latency_ms         time from the request reaching the app to the response's start
 double2    status             the HTTP status code
 =========  =================  ===============================================================
+
+cfops judges a release stage by user traffic only (``blob5 != 'synthetic'``): its smoke and canary
+requests land in the same window and would otherwise dilute a regression, or be most of the evidence on
+a quiet Worker. The header is a label, not a credential: a client that sends it only takes its own
+requests out of the judgement.
 
 Writing never fails a request and never waits: a missing sink (local dev without the binding) is a
 no-op, and an exception from the sink is swallowed and counted (``write_failures``).
@@ -43,6 +51,14 @@ VERSION_VAR = "IMMCAD_VERSION_ID"
 LOCAL_VERSION = "local"
 UNMATCHED = "unmatched"
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+# Where a request came from (blob5). cfops's own requests (perf smoke and canary, health polls) send
+# SYNTHETIC_HEADER: SYNTHETIC_VALUE. The name is outside x-immcad-*, which the edge proxy strips from
+# clients, so the label survives the local stack's proxy too.
+ORIGIN_USER = "user"
+ORIGIN_SYNTHETIC = "synthetic"
+SYNTHETIC_HEADER = "x-cfops-synthetic"
+SYNTHETIC_VALUE = "1"
+_SYNTHETIC = (SYNTHETIC_HEADER.encode("latin-1"), SYNTHETIC_VALUE.encode("latin-1"))
 
 # Column names, by field. cfops's queries are built from these, so a change here changes both sides.
 INDEX_VERSION = "index1"
@@ -50,6 +66,7 @@ BLOB_VERSION = "blob1"
 BLOB_ROUTE = "blob2"
 BLOB_STATUS_CLASS = "blob3"
 BLOB_METHOD = "blob4"
+BLOB_ORIGIN = "blob5"
 DOUBLE_LATENCY_MS = "double1"
 DOUBLE_STATUS = "double2"
 # Every data point stands for _sample_interval requests once Analytics Engine samples: counts are
@@ -61,6 +78,21 @@ def status_class(status: int) -> str:
     return f"{min(max(status // 100, 1), 5)}xx"
 
 
+def origin_of(scope: MutableMapping[str, Any]) -> str:
+    """``synthetic`` when the request carries cfops's marker header, else ``user``."""
+    name, value = _SYNTHETIC
+    for key, given in scope.get("headers") or ():
+        # ASGI headers are bytes (an adapter handing over str is read the same way); names compared
+        # case-insensitively, the value without surrounding blanks.
+        if _bytes(key).lower() == name and _bytes(given).strip() == value:
+            return ORIGIN_SYNTHETIC
+    return ORIGIN_USER
+
+
+def _bytes(text: bytes | str) -> bytes:
+    return text.encode("latin-1", "replace") if isinstance(text, str) else bytes(text)
+
+
 @dataclass(frozen=True, kw_only=True)
 class DataPoint:
     version: str
@@ -68,12 +100,13 @@ class DataPoint:
     method: str
     status: int
     latency_ms: float
+    origin: str = ORIGIN_USER
 
     def binding_args(self) -> dict[str, list[Any]]:
         """The argument of ``writeDataPoint`` (indexes, blobs, doubles in column order)."""
         return {
             "indexes": [self.version],
-            "blobs": [self.version, self.route, status_class(self.status), self.method],
+            "blobs": [self.version, self.route, status_class(self.status), self.method, self.origin],
             "doubles": [round(self.latency_ms, 3), float(self.status)],
         }
 
@@ -140,6 +173,7 @@ class RequestAnalytics:
                 method=str(scope.get("method", "GET")),
                 status=int(seen.get("status", 500)),
                 latency_ms=latency,
+                origin=origin_of(scope),
             )
             self.sink(point)
             self.written += 1

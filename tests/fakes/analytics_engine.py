@@ -85,9 +85,14 @@ class FakeAnalyticsEngine:
         method: str = "POST",
         sample_interval: int = 1,
         at: datetime | None = None,
+        origin: str | None = "user",
     ) -> None:
-        """One data point in the layout the Worker writes (immcad_api.analytics)."""
-        point = {
+        """One data point in the layout the Worker writes (immcad_api.analytics).
+
+        ``origin`` None writes a point as a Worker did before the origin field existed: without it (the
+        real Analytics Engine then answers an empty string for that blob, as the evaluator does).
+        """
+        point: dict[str, Any] = {
             "timestamp": at or self.now(),
             "_sample_interval": sample_interval,
             "index1": version,
@@ -98,14 +103,24 @@ class FakeAnalyticsEngine:
             "double1": float(latency_ms),
             "double2": float(status),
         }
+        if origin is not None:
+            point["blob5"] = origin
         with self._lock:
             self.datasets.setdefault(dataset, []).append(point)
 
     def seed(
-        self, dataset: str, version: str, requests: int, profile: Profile, route: str = "/api/chat"
+        self,
+        dataset: str,
+        version: str,
+        requests: int,
+        profile: Profile,
+        route: str = "/api/chat",
+        *,
+        origin: str | None = "user",
     ) -> int:
         """``requests`` requests' worth of data points (``requests // sample_interval`` points) with the
-        profile's error shares (spread evenly) and latencies from 0.5x to 1.5x ``latency_ms``."""
+        profile's error shares (spread evenly) and latencies from 0.5x to 1.5x ``latency_ms``; ``origin``
+        as in ``write`` (``"synthetic"``: cfops's own requests)."""
         points = max(requests // profile.sample_interval, 0)
         errors = round(points * profile.error_rate)
         client = round(points * profile.client_error_rate)
@@ -118,7 +133,7 @@ class FakeAnalyticsEngine:
             latency = profile.latency_ms * (0.5 + (i % 100) / 99)
             self.write(
                 dataset, version, status=status, latency_ms=latency, route=route,
-                sample_interval=profile.sample_interval,
+                sample_interval=profile.sample_interval, origin=origin,
             )  # fmt: skip
         return points
 

@@ -10,7 +10,9 @@ It reads the fake API's current deployment of the Worker for every request, as t
 The request is forwarded to the upstream backend, and the answer carries ``x-immcad-version`` with the
 version chosen — what the Worker's version-metadata binding gives the backend on Cloudflare (the backend
 itself sends it from IMMCAD_VERSION_ID, which a local process cannot vary per request). ``answered``
-counts the versions chosen.
+counts the versions chosen. With ``analytics_dataset`` set, each answered request also writes the data
+point the Worker's middleware would (its origin read by ``immcad_api.analytics.origin_of``) to the fake
+API's Analytics Engine: cfops's own smoke then lands in the stage's window, as on Cloudflare.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import http.client
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from immcad_api import analytics as layout
 from tests.fakes.cloudflare_api import FakeCloudflare
 
 OVERRIDE = "cloudflare-workers-version-overrides"
@@ -44,6 +48,7 @@ class WorkerFront:
         self.hold_when: Callable[[dict[str, float]], bool] | None = None
         self.released = threading.Event()
         self.answered: Counter[str] = Counter()
+        self.analytics_dataset: str | None = None
         self._current: dict[str, float] = {}
         self._split: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -94,6 +99,7 @@ class WorkerFront:
                     self._send(503, {"content-type": "text/plain"}, str(exc).encode())
                     return
                 connection = http.client.HTTPConnection(*front.upstream, timeout=30)
+                started = time.perf_counter()
                 try:
                     headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
                     connection.request(self.command, self.path, body=body, headers=headers)
@@ -104,6 +110,17 @@ class WorkerFront:
                     connection.close()
                 out["x-immcad-version"] = version
                 self._send(answer.status, out, payload)
+                if front.analytics_dataset:
+                    scope = {"headers": [(k.lower().encode(), v.encode()) for k, v in self.headers.items()]}
+                    front.api.analytics.write(
+                        front.analytics_dataset,
+                        version,
+                        status=answer.status,
+                        latency_ms=(time.perf_counter() - started) * 1000,
+                        route=urlsplit(self.path).path,
+                        method=self.command,
+                        origin=layout.origin_of(scope),
+                    )
 
             def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
                 self.send_response(status)

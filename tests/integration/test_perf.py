@@ -246,6 +246,23 @@ def test_version_id_reaches_the_server_as_the_override_header(root: Path, server
     assert data["config"]["version_id"] == "5d2f0c7e-1b2a-4c3d-9e8f-0a1b2c3d4e5f"  # type: ignore[index]
 
 
+@pytest.mark.parametrize("engine", ["aiohttp", "httpx", "httpx-aiohttp"])
+def test_every_engine_marks_its_requests_synthetic(root: Path, server: str, engine: str) -> None:
+    # The server answers 412 unless the marker arrives: the run passes only if every request (warm-up
+    # included) carried it, so the release's analysis leaves them out of the users' traffic.
+    from urllib.parse import quote
+
+    from immcad_api.analytics import SYNTHETIC_HEADER, SYNTHETIC_VALUE
+
+    path = f"/require-header?name={SYNTHETIC_HEADER}&value={quote(SYNTHETIC_VALUE)}"
+    args = ("--base-url", server, "--chat-path", path, "--requests", "4", "--warmup", "2")
+    code, data = run(root, *args, "--engine", engine)
+    assert code == 0, data["stats"]
+    stats = data["stats"]
+    assert isinstance(stats, dict) and stats["failed"] == 0 and stats["requests"] == 4, stats
+    assert stats["warmup"] == {"sent": 2, "failed": 0} and stats["engine"] == engine
+
+
 def _cli(root: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cfops.perf", *argv],

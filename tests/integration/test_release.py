@@ -258,6 +258,8 @@ def test_a_new_version_failing_more_at_10_percent_rolls_back(
         new=Profile(error_rate=0.06, latency_ms=80),
         old=Profile(error_rate=0.01, latency_ms=80),
     )
+    # The healthy smokes land in the same window (recorded as the Worker would): they must not dilute it.
+    front.analytics_dataset = DATASET
     proc = _production(release_project, cloudflare_api, front)
     assert proc.returncode == 1, proc.stdout[-4000:]
     data = report(release_project)
@@ -274,6 +276,7 @@ def test_a_new_version_failing_more_at_10_percent_rolls_back(
     assert "5xx rate 6.00 % vs allowed 2.00 %" in stage["reason"]
     markdown = (release_project / "artifacts" / "release.md").read_text()
     assert "| analysis at 10 % | 500 / 4500 | 6.00 % / 1.00 % |" in markdown
+    assert any(p.get("blob5") == "synthetic" for p in cloudflare_api.analytics.datasets[DATASET])
     assert "5xx rate 6.00 %" in proc.stdout + proc.stderr
     assert_no_token(proc, release_project)
 
@@ -289,9 +292,27 @@ def test_too_little_traffic_is_inconclusive_and_fails_safe_by_default(
     assert data["stopped_at"] == "analysis at 10 %" and data["versions"]["rolled_back_to"]
     stage = data["analysis"]["analysis at 10 %"]
     assert stage["verdict"] == "inconclusive" and stage["outcome"] == "fail"
-    assert "too little traffic: 100 requests" in stage["reason"] and "fail safe" in stage["reason"]
+    assert "too little traffic: 100 user requests" in stage["reason"] and "fail safe" in stage["reason"]
     old = data["versions"]["previous"]
     assert cloudflare_api.script(NATIVE).current().traffic() == {old: 100.0}
+
+
+def test_a_stage_that_saw_only_its_own_smoke_is_inconclusive_not_a_pass(
+    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, front: WorkerFront
+) -> None:
+    # No user traffic at all: the only data points in the window are the perf smoke's, which the edge
+    # routes to both versions and records as the Worker would (synthetic: perf sends the marker).
+    cloudflare_api.seed(NATIVE)
+    front.analytics_dataset = DATASET
+    proc = _production(release_project, cloudflare_api, front)
+    assert proc.returncode == 1, proc.stdout[-4000:]
+    data = report(release_project)
+    assert statuses(data)["perf smoke at 10 %"] == "ok"
+    stage = data["analysis"]["analysis at 10 %"]
+    assert stage["verdict"] == "inconclusive" and stage["outcome"] == "fail"
+    assert "too little traffic: 0 user requests" in stage["reason"]
+    points = cloudflare_api.analytics.datasets[DATASET]
+    assert points and {p["blob5"] for p in points} == {"synthetic"}
 
 
 def test_under_the_pass_policy_an_inconclusive_stage_passes_on_its_smoke(
@@ -519,6 +540,10 @@ def test_local_rehearsal_from_invoke_lists_every_step(worker_project: Path) -> N
     assert rehearsal["seeded"] is True and rehearsal["verdict"] == "pass"
     assert all(test["caught"] for test in rehearsal["self_test"])
     assert rehearsal["local"]["version"] == "local-rehearsal" and rehearsal["local"]["requests"] >= 20
+    # Every one of them was cfops's own (the perf smoke and the health polls, through the proxy): shown,
+    # labelled synthetic, never judged.
+    assert rehearsal["local"]["origins"]["user"] == 0 and rehearsal["local"]["judged"] is False
+    assert "all synthetic (shown, not judged)" in rehearsal["reason"]
     assert "(seeded)" in (artifacts / "release.md").read_text()
 
 

@@ -68,7 +68,7 @@ async def test_each_request_writes_one_point_with_the_route_template_not_the_raw
     assert all(p.latency_ms >= 0 for p in points)
     assert points[1].binding_args() == {
         "indexes": [NEW],
-        "blobs": [NEW, "unmatched", "4xx", "GET"],
+        "blobs": [NEW, "unmatched", "4xx", "GET", "user"],
         "doubles": [round(points[1].latency_ms, 3), 404.0],
     }
     assert "secret-user-path" not in repr([p.binding_args() for p in points])

@@ -39,6 +39,7 @@ from cfops.analytics.query import VersionStats
 from cfops.analytics.rehearsal import rehearse
 from cfops.config import Settings, StageGates
 from cfops.errors import CheckFailed, UsageError
+from immcad_api import analytics as layout
 
 # A runner clock this far from the API's is worth a note (the windows never depend on it).
 SKEW_NOTE_SECONDS = 5.0
@@ -188,6 +189,8 @@ def run_stage(
     return {
         "stage_percent": percent,
         "seeded": False,
+        # The numbers are user traffic only: the stage's own smoke (synthetic) is left out by the query.
+        "origin": layout.ORIGIN_USER,
         "window_seconds": round(clock() - began, 3),
         "queries": queries,
         "versions": {
@@ -208,7 +211,11 @@ def live_table(settings: Settings, traffic: dict[str, float], window_seconds: fl
     """Each live version's numbers over the last ``window_seconds`` (for `nox -s versions --window`)."""
     with SqlClient(settings) as sql:
         stats, _ = fetch(settings, sql, list(traffic), window_seconds)
-    table = Table(title=f"real traffic, last {window_seconds:g} s (Analytics Engine)", title_justify="left")
+    table = Table(
+        title=f"user traffic, last {window_seconds:g} s (Analytics Engine; cfops's synthetic requests "
+        "left out)",
+        title_justify="left",
+    )
     table.add_column("version", no_wrap=True, min_width=36)
     for column in ("traffic", "requests", "5xx", "4xx", "p50", "p95"):
         table.add_column(column, justify="right")
@@ -297,6 +304,7 @@ def main(argv: Sequence[str]) -> int:
         versions = [args.new, *([args.old] if args.old else [])]
         with SqlClient(settings) as sql:
             stats, _ = fetch(settings, sql, versions, args.window)
+        output.info(f"user traffic, last {args.window:g} s (cfops's synthetic requests left out)")
         for name, version in zip(("new", "old"), versions, strict=False):
             output.echo(_line(f"{name} {version}:", stats[version]))
         return 0

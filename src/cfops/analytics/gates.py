@@ -38,8 +38,9 @@ def judge(new: VersionStats, old: VersionStats | None, gates: StageGates) -> Jud
     if new.requests < gates.min_requests:
         return Judgement(
             verdict="inconclusive",
-            reason=f"too little traffic: {new.requests:g} requests on the new version "
-            f"(at least {gates.min_requests} needed for a verdict)",
+            reason=f"too little traffic: {new.requests:g} user requests on the new version "
+            f"(at least {gates.min_requests} needed for a verdict; cfops's own synthetic requests "
+            "do not count)",
         )
     baseline = old if old is not None and old.requests > 0 else VersionStats(version="(none)")
     checks: list[tuple[str, bool, str]] = []

@@ -43,6 +43,9 @@ def show_tables() -> str:
 def per_version(dataset: str, versions: Iterable[str], window_seconds: int) -> str:
     """Requests, 5xx and 4xx counts and p50/p95 latency per version over the last ``window_seconds``.
 
+    User traffic only: cfops's own requests (the stage's smoke, marked ``synthetic`` in the origin blob)
+    would dilute a regression or, on a quiet Worker, be most of the evidence. A point written before the
+    origin field existed has it empty (``''``), which is not ``synthetic``: old data still counts.
     Counts are sums of ``_sample_interval`` (each stored point stands for that many requests once
     Analytics Engine samples), and quantiles are weighted by it.
     """
@@ -65,6 +68,7 @@ def per_version(dataset: str, versions: Iterable[str], window_seconds: int) -> s
         f" FROM {dataset_name(dataset)}"
         f" WHERE timestamp > NOW() - INTERVAL '{max(1, int(window_seconds))}' SECOND"
         f" AND {layout.INDEX_VERSION} IN ({wanted})"
+        f" AND {layout.BLOB_ORIGIN} != '{layout.ORIGIN_SYNTHETIC}'"
         " GROUP BY version FORMAT JSON"
     )
 

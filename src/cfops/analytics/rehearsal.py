@@ -34,11 +34,20 @@ def _weighted_quantile(values: list[tuple[float, float]], q: float) -> float | N
     return round(ordered[-1][0], 3)
 
 
-def aggregate(points: Sequence[dict[str, Any]], version: str) -> VersionStats:
-    """A version's numbers from raw data points (the layout's columns), weighted like the SQL."""
+def aggregate(points: Sequence[dict[str, Any]], version: str, *, user_only: bool = False) -> VersionStats:
+    """A version's numbers from raw data points (the layout's columns), weighted like the SQL.
+
+    ``user_only`` leaves out cfops's own (synthetic) points as the stage's SQL does; a point without
+    the origin field (written before it existed) counts as user traffic there too.
+    """
     from immcad_api import analytics as layout
 
-    mine = [p for p in points if p.get(layout.BLOB_VERSION) == version]
+    mine = [
+        p
+        for p in points
+        if p.get(layout.BLOB_VERSION) == version
+        and not (user_only and p.get(layout.BLOB_ORIGIN) == layout.ORIGIN_SYNTHETIC)
+    ]
     weight = [float(p.get(layout.SAMPLE_INTERVAL, 1)) for p in mine]
     latency = [(float(p[layout.DOUBLE_LATENCY_MS]), w) for p, w in zip(mine, weight, strict=True)]
     return VersionStats(
@@ -136,24 +145,46 @@ def _read_points(points_file: Path) -> list[dict[str, Any]]:
     return points
 
 
+def _local_note(origins: dict[str, float]) -> str:
+    synthetic, user = origins["synthetic"], origins["user"]
+    total = synthetic + user
+    if not total:
+        return "local stack: no data points (shown, not judged)"
+    if not user:
+        split = "all synthetic"
+    elif not synthetic:
+        split = "all user"
+    else:
+        split = f"{synthetic:g} synthetic, {user:g} user"
+    return f"local stack: {total:g} requests, {split} (shown, not judged)"
+
+
 def rehearse(points_file: Path, gates: StageGates) -> dict[str, Any]:
     """Try the configured gates on seeded versions (labelled so) before a production run.
 
     A seeded old and new version with chosen numbers get a real verdict (the healthy new one must pass),
     and each deliberately degraded new version must fail its gate: a self-test that the gates can catch a
     regression at all. The seeded numbers go through the data-point layout and the sample-weighted
-    aggregation the SQL mirrors; the local stack's own points (the perf smoke's) are read the same way and
-    reported beside them. The SQL API itself is exercised only against the fake API (tests) and in
-    production.
+    aggregation the SQL mirrors; the local stack's own points (the perf smoke's: synthetic) are read the
+    same way and reported beside them, labelled by origin, never judged. The SQL API itself is exercised
+    only against the fake API (tests) and in production.
     """
     points = _read_points(points_file)
     from immcad_api import analytics as layout
 
     try:
         versions = sorted({str(p.get(layout.BLOB_VERSION)) for p in points})
-        local = aggregate(points, versions[-1] if versions else layout.LOCAL_VERSION)
+        version = versions[-1] if versions else layout.LOCAL_VERSION
+        local = aggregate(points, version)
+        local_user = aggregate(points, version, user_only=True)
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckFailed(f"{points_file}: a data point does not follow the layout ({exc!r})") from None
+    # The local stack's traffic is the perf smoke's and cfops's health polls: all synthetic, so a stage
+    # would judge none of it. Shown (labelled by origin), never judged.
+    origins = {
+        layout.ORIGIN_SYNTHETIC: local.requests - local_user.requests,
+        layout.ORIGIN_USER: local_user.requests,
+    }
 
     def stats(seed: Seed) -> VersionStats:
         return aggregate(seeded_points(seed, gates), seed.label)
@@ -193,11 +224,11 @@ def rehearse(points_file: Path, gates: StageGates) -> dict[str, Any]:
         "seeded": True,
         "source": str(points_file),
         "points": len(points),
-        "local": local.as_dict(),
+        "local": local.as_dict() | {"origins": origins, "judged": False},
         "versions": {"new": new.as_dict(), "old": old.as_dict()},
         "baseline_from_earlier_stage": False,
         "verdict": judgement.verdict,
-        "reason": reason,
+        "reason": f"{reason}; {_local_note(origins)}",
         "outcome": outcome,
         "checks": judgement.as_dict()["checks"],
         "self_test": self_test,

@@ -34,6 +34,7 @@ from cfops.config import PerfProbe
 from cfops.errors import CheckFailed, MissingToolError
 from cfops.perf.config import ANSWERED_BY_HEADER, USER_AGENT, RunConfig, probe_body
 from cfops.procs import Terminated
+from immcad_api import analytics as layout
 
 # One httpx pool stays fast up to about 10 connections (encode/httpcore#1035): shard above that.
 HTTPX_SHARD_SIZE = 10
@@ -75,6 +76,9 @@ def prepare(config: RunConfig, base_url: str) -> list[Prepared]:
         if probe.json is not None:
             headers["Content-Type"] = "application/json"
         headers.update(probe.headers)
+        # Last, so no probe or --header can drop it: the release's analysis leaves these requests out
+        # of the users' traffic it judges (immcad_api.analytics: the origin field).
+        headers[layout.SYNTHETIC_HEADER] = layout.SYNTHETIC_VALUE
         prepared.append(
             Prepared(
                 name=probe.name,
