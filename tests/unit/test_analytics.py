@@ -467,26 +467,26 @@ def test_the_rehearsal_command_exits_1_when_the_gates_cannot_catch_a_regression(
     assert "the gates cannot catch a regression: seeded new, p95 x4 passed the p95 gate" in proc.stderr
 
 
-GATES = "[tool.cfops.release.gates]"
+GATES_TABLE = "[tool.cfops.release.gates]"
 
 
 @pytest.mark.parametrize(
     ("line", "bad", "error"),
     [
-        ("p95_factor = 1.5", "0.9", f"{GATES} p95_factor = 0.9: must be a finite number >= 1"),
+        ("p95_factor = 1.5", "0.9", f"{GATES_TABLE} p95_factor = 0.9: must be a finite number >= 1"),
         (
             "error_rate_margin = 0.01",
             "-0.01",
-            f"{GATES} error_rate_margin = -0.01: must be a finite number >= 0",
+            f"{GATES_TABLE} error_rate_margin = -0.01: must be a finite number >= 0",
         ),
-        ("min_requests = 200", "0", f"{GATES} min_requests = 0: must be a finite number >= 1"),
+        ("min_requests = 200", "0", f"{GATES_TABLE} min_requests = 0: must be a finite number >= 1"),
         # TOML's nan/inf are turned away where every number setting is read (settings coercion)
         (
             "client_error_rate_margin = 0.05",
             "nan",
-            f"{GATES}.client_error_rate_margin: expected a finite number, got nan",
+            f"{GATES_TABLE}.client_error_rate_margin: expected a finite number, got nan",
         ),
-        ("p95_slack_ms = 20", "inf", f"{GATES}.p95_slack_ms: expected a finite number, got inf"),
+        ("p95_slack_ms = 20", "inf", f"{GATES_TABLE}.p95_slack_ms: expected a finite number, got inf"),
     ],
 )
 def test_bad_gate_values_are_one_line_exit_2(tmp_path: Path, line: str, bad: str, error: str) -> None:
