@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -115,13 +116,18 @@ def test_native_config_problems_fail(
 def test_old_compatibility_date_warns_and_strict_fails(
     pf_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    set_preflight(pf_project, compatibility_date_max_age_days="30")
+    # A bound the native Worker's date meets today and the proxy's (six months older) does not, whatever
+    # today is: the check measures age against the real date.
+    config = tomllib.loads((pf_project / "backend-cloudflare/wrangler.toml").read_text())
+    native = dt.date.fromisoformat(str(config["compatibility_date"]))
+    native_age = (dt.datetime.now(dt.UTC).date() - native).days
+    set_preflight(pf_project, compatibility_date_max_age_days=str(native_age + 30))
     run = preflight(pf_project, monkeypatch, capsys, "--only", "configs")
     assert run.code == 0
     assert run.finding("configs")["status"] == "warn"
-    assert (
-        "wrangler.backend-proxy.jsonc: compatibility_date 2026-05-01 is" in run.finding("configs")["message"]
-    )
+    message = run.finding("configs")["message"]
+    assert "wrangler.backend-proxy.jsonc: compatibility_date 2026-05-01 is" in message
+    assert "wrangler.toml" not in message
     strict = preflight(pf_project, monkeypatch, capsys, "--only", "configs", "--strict")
     assert strict.code == 1
     assert strict.report["strict"] is True
