@@ -7,7 +7,9 @@ Runs `nox -s tests -- <selection> -n 0` (one process, as before pytest-xdist) an
 Prints the median wall of each, the ratio parallel / serial (issue 15's goal: <= 0.5 against the serial
 suite of before), and the passed/skipped/failed counts of each, which must be equal: parallel workers
 must not lose a test. The selection defaults to the whole suite (tests). Wall times depend on what else
-the machine runs: quote them with the load average printed. Stdlib only.
+the machine runs: quote them with the load average printed. The CPU seconds (user + system of the run's
+process tree, as far as each process was waited for) depend much less on other load: compare those when
+the machine is shared. Stdlib only.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -25,11 +28,18 @@ ROOT = Path(__file__).resolve().parents[1]
 _COUNT = re.compile(r"(\d+) (passed|skipped|failed|errors?|xfailed|xpassed|deselected)")
 
 
-def run(selection: list[str], workers: str) -> tuple[float, dict[str, int]]:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(selection: list[str], workers: str) -> tuple[float, float, dict[str, int]]:
     argv = [sys.executable, "-m", "nox", "-s", "tests", "--", *selection, "-q", "-n", workers]
+    cpu_before = _children_cpu()
     started = time.perf_counter()
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
+    cpu = _children_cpu() - cpu_before
     summary = next(
         (line for line in reversed(proc.stdout.splitlines()) if re.search(r" in [\d.]+s", line)), ""
     )
@@ -41,7 +51,7 @@ def run(selection: list[str], workers: str) -> tuple[float, dict[str, int]]:
             print(f"  {workers=}: {line}")
     if proc.returncode not in (0, 1) or not counts:
         sys.exit(f"{' '.join(argv)} exited {proc.returncode}: {(proc.stdout + proc.stderr)[-800:]}")
-    return wall, counts
+    return wall, cpu, counts
 
 
 def main() -> int:
@@ -52,12 +62,14 @@ def main() -> int:
     args = parser.parse_args()
     selection = list(args.selection) or ["tests"]
     walls: dict[str, list[float]] = {"serial": [], "parallel": []}
+    cpus: dict[str, list[float]] = {"serial": [], "parallel": []}
     counts: dict[str, dict[str, int]] = {}
     for index in range(args.runs):
         order = [("serial", "0"), ("parallel", args.workers)]
         for name, workers in order if index % 2 == 0 else reversed(order):
-            wall, seen = run(selection, workers)
+            wall, cpu, seen = run(selection, workers)
             walls[name].append(wall)
+            cpus[name].append(cpu)
             counts[name] = seen
     load = os.getloadavg()
     serial, parallel = statistics.median(walls["serial"]), statistics.median(walls["parallel"])
@@ -65,8 +77,14 @@ def main() -> int:
         f"test suite timing: {' '.join(selection)}, median of {args.runs} run(s) each, "
         f"{os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
-    print(f"serial   (-n 0)              {serial:8.1f} s   {counts['serial']}")
-    print(f"parallel (-n {args.workers:<6})        {parallel:8.1f} s   {counts['parallel']}")
+    cpu = {name: statistics.median(values) for name, values in cpus.items()}
+    print(
+        f"serial   (-n 0)              {serial:8.1f} s wall {cpu['serial']:8.1f} s CPU   {counts['serial']}"
+    )
+    print(
+        f"parallel (-n {args.workers:<6})        {parallel:8.1f} s wall {cpu['parallel']:8.1f} s CPU   "
+        f"{counts['parallel']}"
+    )
     print(f"ratio parallel / serial      {parallel / serial:8.2f}")
     same = counts["serial"] == counts["parallel"]
     print("same tests passed/skipped on both sides" if same else "COUNTS DIFFER: a test was lost or broke")
