@@ -506,6 +506,13 @@ def _unwind_once(signum: int, frame: FrameType | None) -> None:
     raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
 
+def begin_unwinding() -> None:
+    """Say that an interrupt taken by other means (asyncio.Runner's own Ctrl-C handling) now unwinds the
+    process: from here on, further signals are ignored as after the first one ``_unwind_once`` sees."""
+    global _unwinding
+    _unwinding = True
+
+
 @contextmanager
 def interrupts_unwind_once() -> Iterator[None]:
     """Within the block, Ctrl-C and SIGTERM (what nox and CI runners send) unwind once, like Ctrl-C."""

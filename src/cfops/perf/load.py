@@ -33,7 +33,7 @@ from cfops import output
 from cfops.config import PerfProbe
 from cfops.errors import CheckFailed, MissingToolError
 from cfops.perf.config import ANSWERED_BY_HEADER, USER_AGENT, RunConfig, probe_body
-from cfops.procs import Terminated
+from cfops.procs import Terminated, begin_unwinding
 from immcad_api import analytics as layout
 
 # One httpx pool stays fast up to about 10 connections (encode/httpcore#1035): shard above that.
@@ -437,15 +437,26 @@ def generate(config: RunConfig, base_url: str, progress: ProgressSink | None = N
             return await _run(config, base_url, progress)
 
         previous = signal.getsignal(signal.SIGTERM)
+        previous_int = signal.getsignal(signal.SIGINT)
         if main_thread:
             loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+            if previous_int is not signal.SIG_IGN:
+                # asyncio.Runner takes Ctrl-C over (cancel, then KeyboardInterrupt) only from Python's
+                # own handler, not from cli's unwind-once one.
+                signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             return runner.run(run())
+        except KeyboardInterrupt:
+            begin_unwinding()  # the caller's cleanup runs now: a later Ctrl-C must not cut it short
+            raise
         except asyncio.CancelledError:
             if terminated:
+                begin_unwinding()
                 raise Terminated from None
             raise
         finally:
             if main_thread:
                 loop.remove_signal_handler(signal.SIGTERM)
                 signal.signal(signal.SIGTERM, previous)  # the caller's handler, not the default
+                if previous_int is not None:
+                    signal.signal(signal.SIGINT, previous_int)
