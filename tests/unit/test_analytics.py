@@ -15,7 +15,7 @@ import pytest
 
 from cfops.analytics import query
 from cfops.analytics.client import AnalyticsAccessError, AnalyticsQueryError, AnalyticsUnavailable, SqlClient
-from cfops.analytics.command import check_access, run_stage, summary_line
+from cfops.analytics.command import check_access, summary_line
 from cfops.analytics.gates import judge
 from cfops.analytics.query import VersionStats
 from cfops.analytics.rehearsal import aggregate, rehearse
@@ -25,13 +25,15 @@ from immcad_api import analytics as layout
 from immcad_api.analytics import DataPoint
 from immcad_api.main import create_app
 from immcad_api.settings import Settings as AppSettings
+from tests import analytics_fixtures
+from tests.analytics_fixtures import DATASET, GATES, NEW, OLD, stage
 from tests.conftest import clean_env, copy_project
 from tests.fakes.analytics_engine import FakeAnalyticsEngine, Profile, SqlError
 from tests.fakes.cloudflare_api import FakeCloudflare
 
-NEW, OLD = "4a1b2c3d-0000-4000-8000-00000000000a", "4a1b2c3d-0000-4000-8000-00000000000b"
-DATASET = "immcad_requests"
-GATES = StageGates(max_soak_seconds=0, min_requests=100)
+# The shared fixtures (tests/analytics_fixtures.py), under the names these tests take.
+api = analytics_fixtures.api
+settings = analytics_fixtures.settings
 
 
 # --------------------------------------------------------------------------------- the Worker's side
@@ -115,18 +117,6 @@ def test_the_worker_reads_its_version_from_the_version_metadata_binding() -> Non
 
 
 # ------------------------------------------------------------------------------------------ the SQL
-
-
-@pytest.fixture
-def api() -> Any:
-    with FakeCloudflare() as fake:
-        yield fake
-
-
-@pytest.fixture
-def settings(api: FakeCloudflare, tmp_path: Path) -> Any:
-    root = copy_project(tmp_path / "project", ("pyproject.toml",))
-    return load_settings(root, api.wrangler_env() | {"HTTPS_PROXY": "", "HTTP_PROXY": ""})
 
 
 def _client(settings: Any, sleeps: list[float] | None = None) -> SqlClient:
@@ -287,24 +277,10 @@ def test_gates(new: VersionStats, old: VersionStats | None, verdict: str, why: s
 # ------------------------------------------------------------------------------------------ a stage
 
 
-def _stage(settings: Any, **given: Any) -> dict[str, Any]:
-    """``run_stage`` of NEW against OLD at 10 %, started now, without a soak or waits; ``given`` overrides."""
-    defaults: dict[str, Any] = {
-        "new": NEW,
-        "old": OLD,
-        "percent": 10,
-        "started_ago": 0,
-        "soak": 0,
-        "gates": GATES,
-        "sleep": lambda s: None,
-    }
-    return run_stage(settings, **(defaults | given))
-
-
 def test_a_stage_with_a_higher_error_rate_fails(api: FakeCloudflare, settings: Any) -> None:
     api.analytics.seed(DATASET, NEW, 300, Profile(error_rate=0.08))
     api.analytics.seed(DATASET, OLD, 2700, Profile(error_rate=0.01))
-    record = _stage(settings, started_ago=30)
+    record = stage(settings, started_ago=30)
     assert record["verdict"] == "fail" and record["outcome"] == "fail"
     assert record["versions"]["new"]["error_rate"] == pytest.approx(0.08)
     assert record["versions"]["old"]["error_rate"] == pytest.approx(0.01)
@@ -324,14 +300,14 @@ def test_an_inconclusive_stage_is_extended_then_the_policy_decides(
         now[0] += seconds
 
     gates = dataclasses.replace(GATES, max_soak_seconds=150)
-    record = _stage(
+    record = stage(
         settings, soak=60, gates=gates, sleep=sleep, clock=lambda: now[0], client=_client(settings)
     )
     assert sleeps == [60, 60, 30]  # the soak, then extensions up to the bound
     assert record["queries"] == 3 and record["verdict"] == "inconclusive" and record["outcome"] == "fail"
     assert "too little traffic: 40" in record["reason"] and "fail safe" in record["reason"]
     passing = dataclasses.replace(gates, inconclusive="pass", max_soak_seconds=0)
-    record = _stage(settings, gates=passing, sleep=sleep, client=_client(settings))
+    record = stage(settings, gates=passing, sleep=sleep, client=_client(settings))
     assert record["outcome"] == "pass" and "passed on the smoke alone" in record["reason"]
 
 
@@ -342,26 +318,26 @@ def test_traffic_arriving_during_the_extension_gives_a_verdict(api: FakeCloudfla
         api.analytics.seed(DATASET, NEW, 150, Profile())
 
     gates = dataclasses.replace(GATES, max_soak_seconds=5)
-    record = _stage(settings, soak=1, gates=gates, sleep=sleep, client=_client(settings))
+    record = stage(settings, soak=1, gates=gates, sleep=sleep, client=_client(settings))
     assert record["verdict"] == "pass" and record["versions"]["new"]["requests"] == 150
 
 
 def test_sql_api_down_and_dataset_missing_are_inconclusive(api: FakeCloudflare, settings: Any) -> None:
-    record = _stage(settings)
+    record = stage(settings)
     assert record["verdict"] == "inconclusive" and f"dataset {DATASET} not found" in record["reason"]
     api.analytics.seed(DATASET, NEW, 500, Profile())
     api.fail("POST", "/analytics_engine/sql", 10003, "down", status=502, times=10)
-    record = _stage(settings)
+    record = stage(settings)
     assert record["verdict"] == "inconclusive" and "did not answer after 4 attempts" in record["reason"]
     assert record["outcome"] == "fail"
 
 
-def test_at_100_percent_the_old_numbers_come_from_the_earlier_stage(
+def test_at_100_percent_the_old_numbers_come_from_the_earlierstage(
     api: FakeCloudflare, settings: Any
 ) -> None:
     api.analytics.seed(DATASET, NEW, 500, Profile(error_rate=0.04))
     baseline = _stats(OLD, 9000, 360)  # the old version failed 4 % too
-    record = _stage(settings, percent=100, baseline=baseline)
+    record = stage(settings, percent=100, baseline=baseline)
     assert record["verdict"] == "pass" and record["baseline_from_earlier_stage"] is True
 
 
@@ -373,16 +349,16 @@ def test_a_handful_of_old_requests_is_noise_the_earlier_stage_is_the_baseline(
     api.analytics.seed(DATASET, NEW, 500, Profile(error_rate=0.04, latency_ms=100))
     api.analytics.seed(DATASET, OLD, 12, Profile(latency_ms=5))
     baseline = _stats(OLD, 9000, 360, p95=140)  # the 50 % stage's old side: 4 % errors too
-    record = _stage(settings, percent=100, baseline=baseline)
+    record = stage(settings, percent=100, baseline=baseline)
     assert record["verdict"] == "pass" and record["baseline_from_earlier_stage"] is True
     assert record["versions"]["old"]["requests"] == 9000
     assert [c["gate"] for c in record["checks"]] == ["5xx rate", "4xx rate", "p95"]
     # Enough old traffic (min_requests, as the new side needs) is the old version's own numbers.
     api.analytics.seed(DATASET, OLD, 300, Profile(error_rate=0.04, latency_ms=100))
-    record = _stage(settings, percent=100, baseline=baseline)
+    record = stage(settings, percent=100, baseline=baseline)
     assert record["baseline_from_earlier_stage"] is False and record["versions"]["old"]["requests"] == 312
     # Without a baseline, the few old requests are all there is to compare with.
-    record = _stage(settings, percent=100, old=NEW.replace("a", "c", 1))
+    record = stage(settings, percent=100, old=NEW.replace("a", "c", 1))
     assert record["versions"]["old"]["requests"] == 0 and record["baseline_from_earlier_stage"] is False
 
 
@@ -524,7 +500,7 @@ def test_status_lists_each_stages_verdict(api: FakeCloudflare, settings: Any) ->
 
     api.analytics.seed(DATASET, NEW, 300, Profile(error_rate=0.08))
     api.analytics.seed(DATASET, OLD, 2700, Profile(error_rate=0.01))
-    record = _stage(settings)
+    record = stage(settings)
     artifacts.write_json(settings.artifacts_dir / "analysis-10.json", record)
     (settings.artifacts_dir / "analysis-50.json").write_text('{"versions": 3}')
     console = Console(width=300, record=True)

@@ -14,20 +14,21 @@ import httpx
 import pytest
 
 from cfops.analytics import query
-from cfops.analytics.command import run_stage
 from cfops.analytics.rehearsal import rehearse
-from cfops.config import StageGates, load_settings
+from cfops.config import StageGates
 from immcad_api import analytics as layout
 from immcad_api.analytics import DataPoint
 from immcad_api.main import create_app
 from immcad_api.settings import Settings as AppSettings
-from tests.conftest import copy_project
+from tests import analytics_fixtures
+from tests.analytics_fixtures import DATASET, NEW, OLD, stage
 from tests.fakes.analytics_engine import FakeAnalyticsEngine, Profile
 from tests.fakes.cloudflare_api import FakeCloudflare
 
-NEW, OLD = "4a1b2c3d-0000-4000-8000-00000000000a", "4a1b2c3d-0000-4000-8000-00000000000b"
-DATASET = "immcad_requests"
-GATES = StageGates(max_soak_seconds=0, min_requests=100)
+# The shared fixtures (tests/analytics_fixtures.py), under the names these tests take.
+api = analytics_fixtures.api
+settings = analytics_fixtures.settings
+
 SYNTHETIC = {layout.SYNTHETIC_HEADER: layout.SYNTHETIC_VALUE}
 
 
@@ -71,31 +72,6 @@ def test_perf_sends_the_marker_on_every_probe_whatever_it_is_told() -> None:
 # ------------------------------------------------------------------------------------------ the SQL
 
 
-@pytest.fixture
-def api() -> Any:
-    with FakeCloudflare() as fake:
-        yield fake
-
-
-@pytest.fixture
-def settings(api: FakeCloudflare, tmp_path: Path) -> Any:
-    root = copy_project(tmp_path / "project", ("pyproject.toml",))
-    return load_settings(root, api.wrangler_env() | {"HTTPS_PROXY": "", "HTTP_PROXY": ""})
-
-
-def _stage(settings: Any, **given: Any) -> dict[str, Any]:
-    defaults: dict[str, Any] = {
-        "new": NEW,
-        "old": OLD,
-        "percent": 10,
-        "started_ago": 30,
-        "soak": 0,
-        "gates": GATES,
-        "sleep": lambda s: None,
-    }
-    return run_stage(settings, **(defaults | given))
-
-
 def test_healthy_synthetic_points_do_not_mask_a_failing_user_profile(
     api: FakeCloudflare, settings: Any
 ) -> None:
@@ -105,7 +81,7 @@ def test_healthy_synthetic_points_do_not_mask_a_failing_user_profile(
     api.analytics.seed(DATASET, NEW, 3000, Profile(), origin="synthetic")
     api.analytics.seed(DATASET, OLD, 2700, Profile(error_rate=0.01))
     api.analytics.seed(DATASET, OLD, 300, Profile(), origin="synthetic")
-    record = _stage(settings)
+    record = stage(settings, started_ago=30)
     assert record["verdict"] == "fail" and record["outcome"] == "fail"
     assert record["origin"] == "user"
     assert record["versions"]["new"]["requests"] == 300
@@ -120,7 +96,7 @@ def test_synthetic_points_alone_are_an_inconclusive_stage_not_a_pass(
 ) -> None:
     api.analytics.seed(DATASET, NEW, 1000, Profile(), origin="synthetic")  # a quiet Worker: only the smoke
     api.analytics.seed(DATASET, OLD, 1000, Profile(), origin="synthetic")
-    record = _stage(settings)
+    record = stage(settings, started_ago=30)
     assert record["verdict"] == "inconclusive" and record["outcome"] == "fail"
     assert "too little traffic: 0 user requests on the new version" in record["reason"]
     assert "synthetic requests do not count" in record["reason"]
@@ -131,7 +107,7 @@ def test_points_written_before_the_origin_field_count_as_user_traffic(
 ) -> None:
     api.analytics.seed(DATASET, OLD, 900, Profile(error_rate=0.01), origin=None)  # the old Worker's layout
     api.analytics.seed(DATASET, NEW, 100, Profile(error_rate=0.01))
-    record = _stage(settings)
+    record = stage(settings, started_ago=30)
     assert record["versions"]["old"]["requests"] == 900 and record["verdict"] == "pass"
 
 
