@@ -208,6 +208,16 @@ class ApiError(Exception):
         self.retry_after = retry_after
 
 
+def send_answer(handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str], body: bytes) -> None:
+    """One whole HTTP answer with its content-length (the fakes' servers all answer this way)."""
+    handler.send_response(status)
+    for key, value in headers.items():
+        handler.send_header(key, value)
+    handler.send_header("content-length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 def _error_answer(exc: ApiError) -> tuple[int, dict[str, str], bytes]:
     body = json.dumps(
         {
@@ -1031,12 +1041,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_answer(self, status, headers, body)
 
     def _handle(self) -> None:
         body = self._body()

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from immcad_api import analytics as layout
-from tests.fakes.cloudflare_api import FakeCloudflare
+from tests.fakes.cloudflare_api import FakeCloudflare, send_answer
 
 OVERRIDE = "cloudflare-workers-version-overrides"
 _PAIR = re.compile(r'\s*([^=\s]+)\s*=\s*"([^"]*)"\s*')
@@ -96,7 +96,7 @@ class WorkerFront:
                 try:
                     version = front.choose(self.headers.get(OVERRIDE))
                 except LookupError as exc:
-                    self._send(503, {"content-type": "text/plain"}, str(exc).encode())
+                    send_answer(self, 503, {"content-type": "text/plain"}, str(exc).encode())
                     return
                 connection = http.client.HTTPConnection(*front.upstream, timeout=30)
                 started = time.perf_counter()
@@ -109,7 +109,7 @@ class WorkerFront:
                 finally:
                     connection.close()
                 out["x-immcad-version"] = version
-                self._send(answer.status, out, payload)
+                send_answer(self, answer.status, out, payload)
                 if front.analytics_dataset:
                     scope = {"headers": [(k.lower().encode(), v.encode()) for k, v in self.headers.items()]}
                     front.api.analytics.write(
@@ -121,14 +121,6 @@ class WorkerFront:
                         method=self.command,
                         origin=layout.origin_of(scope),
                     )
-
-            def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
