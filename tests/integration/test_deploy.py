@@ -458,13 +458,9 @@ def test_reads_of_live_state_start_no_node_process(worker_project: Path, api: Fa
     assert [c.path.rsplit("/", 1)[-1] for c in api.calls("GET")] == ["deployments", "versions"]
 
 
-def test_an_upload_whose_answer_was_lost_is_found_by_its_tag_not_uploaded_again(
-    worker_project: Path, api: FakeCloudflare
-) -> None:
-    api.seed(PROXY)
-    # Every answer to the upload is lost: wrangler retries it itself and gives up; each attempt landed.
-    api.inject("POST", r"/versions$", lose_answer=True, times=10)
-    ran = cfops(
+def _upload_proxy(worker_project: Path, api: FakeCloudflare, tag: str, **env: str) -> Ran:
+    """`cfops deploy proxy --strategy versions` with upload tag ``tag``: how the upload tests deploy."""
+    return cfops(
         worker_project,
         api,
         "deploy",
@@ -474,8 +470,18 @@ def test_an_upload_whose_answer_was_lost_is_found_by_its_tag_not_uploaded_again(
         "--origin",
         ORIGIN,
         "--tag",
-        "rel-42",
+        tag,
+        **env,
     )
+
+
+def test_an_upload_whose_answer_was_lost_is_found_by_its_tag_not_uploaded_again(
+    worker_project: Path, api: FakeCloudflare
+) -> None:
+    api.seed(PROXY)
+    # Every answer to the upload is lost: wrangler retries it itself and gives up; each attempt landed.
+    api.inject("POST", r"/versions$", lose_answer=True, times=10)
+    ran = _upload_proxy(worker_project, api, "rel-42")
     assert ran.returncode == 0, ran.output
     landed = [v for v in api.script(PROXY).versions if v.annotations.get("workers/tag") == "rel-42"]
     attempts = len(api.calls("POST", r"/versions$"))
@@ -494,20 +500,7 @@ def test_an_upload_is_not_repeated_when_nothing_can_tell_whether_it_landed(
     api.seed(PROXY)
     api.inject("POST", r"/versions$", lose_answer=True, times=10)  # every upload lands, unanswered
     api.inject("GET", r"/versions$", status=503, times=100)  # and the versions list does not answer
-    ran = cfops(
-        worker_project,
-        api,
-        "deploy",
-        "proxy",
-        "--strategy",
-        "versions",
-        "--origin",
-        ORIGIN,
-        "--tag",
-        "rel-44",
-        CFOPS_RETRY_ATTEMPTS="3",
-        CFOPS_RETRY_MAX_SECONDS="10",
-    )
+    ran = _upload_proxy(worker_project, api, "rel-44", CFOPS_RETRY_ATTEMPTS="3", CFOPS_RETRY_MAX_SECONDS="10")
     assert ran.returncode == 1, ran.output
     (line,) = ran.stderr.strip().splitlines()[-1:]
     assert "whether a version with tag rel-44 landed is unknown" in line
@@ -523,18 +516,7 @@ def test_an_upload_retried_by_wrangler_deploys_the_version_wrangler_reported(
 ) -> None:
     api.seed(PROXY)
     api.inject("POST", r"/versions$", lose_answer=True, times=1)  # the first answer is lost
-    ran = cfops(
-        worker_project,
-        api,
-        "deploy",
-        "proxy",
-        "--strategy",
-        "versions",
-        "--origin",
-        ORIGIN,
-        "--tag",
-        "rel-43",
-    )
+    ran = _upload_proxy(worker_project, api, "rel-43")
     assert ran.returncode == 0, ran.output
     landed = [v.id for v in api.script(PROXY).versions if v.annotations.get("workers/tag") == "rel-43"]
     assert len(landed) == 2  # wrangler's own retry landed it twice
