@@ -313,15 +313,15 @@ def poll_health(
     # Imported here: httpx costs ~0.3 s of start-up that commands without a service never use.
     import httpx
 
+    from immcad_api import analytics as layout
+
     judge = healthy or (lambda response: response.is_success)
     endpoint = (urlsplit(url).path or url) if isinstance(url, str) else "/healthz"
     started = time.monotonic()
     deadline = started + timeout
     last = "no answer yet"
-    from immcad_api.analytics import SYNTHETIC_HEADER, SYNTHETIC_VALUE
-
     # Marked as cfops's own request: a backend that records analytics leaves the poll out of user traffic.
-    marker = {SYNTHETIC_HEADER: SYNTHETIC_VALUE}
+    marker = {layout.SYNTHETIC_HEADER: layout.SYNTHETIC_VALUE}
     with httpx.Client(timeout=httpx.Timeout(2.0), trust_env=False, headers=marker) as client:
         while time.monotonic() < deadline:
             code = exit_code()
