@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
+import importlib.util
 import math
 import os
 import sys
+import traceback
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -160,3 +163,27 @@ def main(func: Callable[[Sequence[str]], int], argv: Sequence[str] | None = None
 
 def run_main(func: Callable[[Sequence[str]], int]) -> NoReturn:
     sys.exit(main(func))
+
+
+def call(module: str, args: Sequence[str]) -> int:
+    """``python -m <module> <args>`` (a cfops command) run in this process, with the exit code that process
+    would give: a CfopsError is printed as its one line and becomes its code, a bug is printed with its
+    traceback and becomes 1. Ctrl-C and SIGTERM are not caught: they unwind the caller too.
+
+    For a pipeline that runs many commands (a release): one interpreter start and one import of httpx,
+    aiohttp and rich instead of one per step.
+    """
+    spec = importlib.util.find_spec(module)
+    # `python -m cfops.deploy` runs the package's __main__, whose `main` is the command's.
+    target = f"{module}.__main__" if spec is not None and spec.submodule_search_locations else module
+    func: Callable[[Sequence[str]], int] = importlib.import_module(target).main
+    try:
+        return func(list(args))
+    except CfopsError as exc:
+        output.error(str(exc))
+        return exc.exit_code
+    except SystemExit as exc:  # `--help`, or a command that exits on its own
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except Exception:  # a bug: what the process would have printed, then its exit code
+        sys.stderr.write(output.redact(traceback.format_exc()))
+        return 1

@@ -8,11 +8,13 @@ registers secret values with ``::add-mask::`` so the runner hides them from the 
 
 from __future__ import annotations
 
+import collections
 import os
 import sys
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import IO, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -141,3 +143,50 @@ def error(message: str) -> None:
         _stderr.file.flush()
         return
     _stderr.print(escape(redact(f"error: {message}")), style="bold red")
+
+
+class Recording:
+    """The last lines written to stdout and stderr (both, in order) while ``recording()`` is active."""
+
+    def __init__(self, keep: int) -> None:
+        self._lines: collections.deque[str] = collections.deque(maxlen=keep)
+        self._partial = ""
+        self._lock = threading.Lock()
+
+    def add(self, text: str) -> None:
+        with self._lock:
+            *done, self._partial = (self._partial + text).split("\n")
+            self._lines.extend(done)
+
+    def text(self) -> str:
+        with self._lock:
+            return "\n".join([*self._lines, self._partial])
+
+
+class _Tee:
+    """A text stream that writes through to ``stream`` and keeps a copy in ``recording``."""
+
+    def __init__(self, stream: IO[str], recording: Recording) -> None:
+        self._stream, self._recording = stream, recording
+
+    def write(self, text: str) -> int:
+        self._recording.add(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding …: the real stream's
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def recording(keep: int = 40) -> Iterator[Recording]:
+    """Keep the last ``keep`` lines printed (through here or to sys.stdout/stderr) while they still go
+    out as usual: a command run in this process (``cli.call``) is judged by its last lines, as a child
+    process is by its captured output. Where text goes (``json_to_stdout``) is put back afterwards."""
+    global _text
+    seen = Recording(keep)
+    saved = sys.stdout, sys.stderr, _text
+    sys.stdout, sys.stderr = _Tee(sys.stdout, seen), _Tee(sys.stderr, seen)  # type: ignore[assignment]
+    try:
+        yield seen
+    finally:
+        sys.stdout, sys.stderr, _text = saved

@@ -312,3 +312,109 @@ def test_an_optional_step_skips_on_a_missing_prerequisite_but_fails_on_a_real_fa
         [Step("image", lambda ctx: py(broken), optional=True), Step("next", lambda ctx: py("print('on')"))],
     )
     assert [(r.name, r.status) for r in results] == [("image", "failed"), ("next", "not run")]
+
+
+# ------------------------------------------------------------------- cfops steps, in this process
+
+
+def test_a_cfops_step_runs_in_this_process_with_a_childs_directory_and_environment(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    seen: dict[str, Any] = {}
+
+    def fake_call(module: str, args: list[str]) -> int:
+        seen.update(module=module, args=args, cwd=Path.cwd(), env=dict(os.environ))
+        print("first line")
+        print("the last line", file=sys.stderr)
+        return 0
+
+    monkeypatch.setattr(cli, "call", fake_call)
+    monkeypatch.setattr(runner.procs, "run", lambda *a, **k: pytest.fail("no child for a cfops step"))
+    monkeypatch.delenv("CFOPS_ARTIFACTS_DIR", raising=False)
+    before = dict(os.environ)
+    _, results = run_steps(settings, [Step("sync", lambda ctx: release.cfops("sync", "--check"))])
+    assert results[0].status == "ok" and results[0].detail == "the last line"
+    assert seen["module"] == "cfops.sync" and seen["args"] == ["--check"]
+    assert seen["cwd"] == settings.root and seen["env"]["CFOPS_ARTIFACTS_DIR"] == str(settings.artifacts_dir)
+    assert dict(os.environ) == before and Path.cwd() != settings.root
+
+
+def test_a_failing_cfops_step_reports_its_error_line_and_an_optional_one_skips_on_exit_2(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_ACCOUNT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    versions = Step("versions", lambda ctx: release.cfops("versions"))
+    _, results = run_steps(settings, [versions])
+    assert results[0].status == "failed"
+    assert results[0].detail.startswith("error: CLOUDFLARE_API_TOKEN") and "not set" in results[0].detail
+    optional = Step("versions", lambda ctx: release.cfops("versions"), optional=True)
+    _, results = run_steps(settings, [optional, Step("next", lambda ctx: py("print('ran')"))])
+    assert [r.status for r in results] == ["skipped", "ok"]
+
+
+def test_a_cfops_step_over_its_time_limit_fails_and_the_alarm_is_put_back(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+    import signal
+    import time
+
+    monkeypatch.setattr(cli, "call", lambda module, args: time.sleep(30) or 0)
+    handler = signal.getsignal(signal.SIGALRM)
+    runner_alarm = signal.setitimer(signal.ITIMER_REAL, 0)  # pytest-timeout's, if any: put back below
+    quick = dataclasses.replace(settings, release=dataclasses.replace(settings.release, step_timeout=0.3))
+    started = time.monotonic()
+    _, results = run_steps(quick, [Step("perf", lambda ctx: release.cfops("perf"))])
+    assert time.monotonic() - started < 10
+    assert results[0].status == "failed" and results[0].detail == "perf timed out after 0.3 s"
+    assert signal.getsignal(signal.SIGALRM) is handler
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    # An alarm set outside (a test runner's timeout) survives a step's limit with what remains of it.
+    fired: list[int] = []
+    signal.signal(signal.SIGALRM, lambda signum, frame: fired.append(signum))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 60)
+        monkeypatch.setattr(cli, "call", lambda module, args: 0)
+        run_steps(quick, [Step("perf", lambda ctx: release.cfops("perf"))])
+        assert 50 < signal.getitimer(signal.ITIMER_REAL)[0] <= 60 and not fired
+    finally:
+        signal.signal(signal.SIGALRM, handler)
+        signal.setitimer(signal.ITIMER_REAL, *runner_alarm)
+
+
+def test_a_cfops_step_that_sends_json_to_stdout_gives_the_text_back_to_the_next(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cfops import output
+
+    def json_step(module: str, args: list[str]) -> int:
+        output.json_to_stdout()
+        output.echo("text goes to stderr now")
+        return 0
+
+    monkeypatch.setattr(cli, "call", json_step)
+    run_steps(settings, [Step("perf", lambda ctx: release.cfops("perf", "--json", "-"))])
+    assert output.console() is not None and not output.console().stderr
+    assert "text goes to stderr now" in capsys.readouterr().err
+
+
+def test_cli_call_runs_a_command_as_its_process_would_exit(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import cfops.promote
+
+    assert cli.call("cfops.deploy", ["--help"]) == 0  # a package: its __main__'s command
+    assert "cfops deploy" in capsys.readouterr().out
+    assert cli.call("cfops.promote", ["--percent", "nan"]) == 2
+    assert "expected a finite number" in capsys.readouterr().err
+
+    def broken(argv: list[str]) -> int:
+        raise RuntimeError("a bug, not an error of the input")
+
+    monkeypatch.setattr(cfops.promote, "main", broken)
+    assert cli.call("cfops.promote", []) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: a bug" in err

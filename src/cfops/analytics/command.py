@@ -66,7 +66,9 @@ def fetch(
 ) -> tuple[dict[str, VersionStats], float | None]:
     """Per-version numbers for the window; a dataset that does not exist yet reads as no traffic."""
     dataset = query.dataset_name(settings.analytics.dataset)
-    text = query.per_version(dataset, versions, int(window_seconds + 0.999))
+    # Rounded down: the window never reaches back before the stage's split was asked, where the traffic
+    # was the previous split's (a canary takes a second or two, so the 0 % split is that close).
+    text = query.per_version(dataset, versions, int(window_seconds))
     try:
         answer = client.query(text)
     except AnalyticsQueryError:

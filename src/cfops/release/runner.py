@@ -4,12 +4,15 @@ the failure policy (a failure after the upload rolls back, read back before it i
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import chdir, contextmanager, suppress
+from types import FrameType
 
-from cfops import output, procs
+from cfops import cli, output, procs
 from cfops.errors import CfopsError
 from cfops.release.model import (
     SYMBOL,
@@ -40,28 +43,88 @@ def _child_env(ctx: Context, step: Step) -> dict[str, str]:
     }
 
 
-def _failure_line(result: procs.Result) -> str:
-    lines = [
-        line for line in procs.tail_lines(result.stdout + result.stderr, 40).splitlines() if line.strip()
-    ]
+def _failure_line(text: str, returncode: int) -> str:
+    lines = [line for line in procs.tail_lines(text, 40).splitlines() if line.strip()]
     errors = [line for line in lines if line.lstrip().startswith(("error:", "✗", "FAILED", "E "))]
-    return (errors or lines or [f"exited with {result.returncode}"])[-1].strip()
+    return (errors or lines or [f"exited with {returncode}"])[-1].strip()
+
+
+class _TimeLimit(BaseException):
+    """A step run in this process took longer than its limit. Not an Exception: no step may catch it."""
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Interrupt the block after ``seconds`` (SIGALRM), as a child would be stopped on its timeout; the
+    block's ``finally`` and ``with`` cleanups stop whatever it started. An alarm set outside (a test
+    runner's timeout) is put back with what remains of it, and fires at once if it came due meanwhile."""
+
+    def expire(signum: int, frame: FrameType | None) -> None:
+        raise _TimeLimit
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    outer, interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if outer:
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - started), 0.001), interval)
+
+
+@contextmanager
+def _environ(env: dict[str, str]) -> Iterator[None]:
+    """``env`` set in this process's environment for the block (what a child would have been given)."""
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _in_this_process(argv: list[str]) -> tuple[str, list[str]] | None:
+    """The module and arguments of a cfops command (``python -m cfops.<command> …``): such a step runs in
+    this process, sparing a Python start and the imports of httpx, aiohttp and rich each time (a
+    production release runs about 17). Anything else (nox, a service) is a child process."""
+    if len(argv) >= 3 and argv[0] == sys.executable and argv[1] == "-m" and argv[2].startswith("cfops."):
+        return argv[2], argv[3:]
+    return None
 
 
 def _run_command(ctx: Context, argv: list[str], step: Step) -> str:
     """Run a step's command, streaming its output; returns its last line, raises StepFailed."""
-    result = procs.run(
-        argv,
-        cwd=ctx.settings.root,
-        env=_child_env(ctx, step),
-        stream=True,
-        check=False,
-        echo=False,
-        timeout=ctx.settings.release.step_timeout,
-    )
-    if result.returncode != 0:
-        raise StepFailed(_failure_line(result), returncode=result.returncode)
-    lines = [line.strip() for line in procs.tail_lines(result.stdout, 5).splitlines() if line.strip()]
+    timeout = ctx.settings.release.step_timeout
+    here = _in_this_process(argv)
+    if here is None:
+        result = procs.run(
+            argv,
+            cwd=ctx.settings.root,
+            env=_child_env(ctx, step),
+            stream=True,
+            check=False,
+            echo=False,
+            timeout=timeout,
+        )
+        returncode, text = result.returncode, result.stdout + result.stderr
+    else:
+        # The directory and environment a child would have had.
+        with output.recording() as seen, chdir(ctx.settings.root), _environ(_child_env(ctx, step)):
+            try:
+                with _time_limit(timeout):
+                    returncode = cli.call(*here)
+            except _TimeLimit:
+                raise StepFailed(f"{step.name} timed out after {timeout:g} s", returncode=1) from None
+        text = seen.text()
+    if returncode != 0:
+        raise StepFailed(_failure_line(text, returncode), returncode=returncode)
+    lines = [line.strip() for line in procs.tail_lines(text, 5).splitlines() if line.strip()]
     return lines[-1] if lines else ""
 
 
