@@ -171,6 +171,18 @@ class CloudflareApi:
         except retry.TransientError as exc:
             raise retry.TransientError(f"{what} failed: {exc}, also on every retry") from None
 
+    def account_ids(self, *, per_page: int = 50, max_pages: int = 20) -> list[str]:
+        """The accounts this token can act on (``GET /accounts``: what ``wrangler whoami`` lists; unlike
+        ``GET /accounts/<id>`` it needs no Account Settings permission, which a deploy token may lack)."""
+        found: list[str] = []
+        for page in range(1, max_pages + 1):
+            params = {"page": str(page), "per_page": str(per_page)}
+            items = self.get("/accounts", "listing the token's accounts", params) or []
+            found += [str(a["id"]) for a in items if isinstance(a, dict) and a.get("id")]
+            if self.account_id in found or len(items) < per_page:
+                break
+        return found
+
     def _script(self, name: str) -> str:
         return f"/accounts/{self.account_id}/workers/scripts/{name}"
 

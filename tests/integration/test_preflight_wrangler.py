@@ -167,6 +167,48 @@ def test_whoami_runs_only_with_credentials_and_never_shows_them(
         assert secret not in json.dumps(run.report)
 
 
+def test_with_token_and_account_the_credentials_are_checked_over_the_api_without_wrangler(
+    wr_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with FakeCloudflare(token=TOKEN) as api:
+        env = {"CLOUDFLARE_API_TOKEN": TOKEN, "CLOUDFLARE_API_BASE_URL": api.base_url}
+        ok = run_preflight(
+            wr_project, monkeypatch, capsys, "--only", "tooling", CLOUDFLARE_ACCOUNT_ID=api.account_id, **env
+        )
+        assert ok.code == 0, ok.text
+        assert ok.finding("tooling")["measured"]["whoami"] == "ok"
+        # One read by cfops itself (httpx), none of the reads `wrangler whoami` makes (/user first).
+        reads = api.calls("GET")
+        assert [(r.path, r.headers.get("user-agent")) for r in reads] == [("/accounts", "cfops")]
+        assert reads[0].headers["authorization"] == f"Bearer {TOKEN}"
+        other = "00000000000000000000000000000001"
+        elsewhere = run_preflight(
+            wr_project, monkeypatch, capsys, "--only", "tooling", CLOUDFLARE_ACCOUNT_ID=other, **env
+        )
+        assert elsewhere.code == 1
+        assert elsewhere.finding("tooling")["message"] == (
+            "the configured credentials do not reach the account: the token sees 1 account(s), not "
+            f"CLOUDFLARE_ACCOUNT_ID {other}: check the account id, or give the token access to that account"
+        )
+        bad_token = "cf-api-token-wrong-77aa"
+        bad = run_preflight(
+            wr_project,
+            monkeypatch,
+            capsys,
+            "--only",
+            "tooling",
+            CLOUDFLARE_ACCOUNT_ID=api.account_id,
+            **{**env, "CLOUDFLARE_API_TOKEN": bad_token},
+        )
+        assert bad.code == 1
+        message = bad.finding("tooling")["message"]
+        assert message.startswith("the configured credentials do not reach the account: listing the token")
+        assert "Cloudflare error 10000" in message
+        for run, secret in ((ok, TOKEN), (elsewhere, TOKEN), (bad, bad_token)):
+            assert "Traceback" not in run.text
+            assert secret not in run.text and secret not in json.dumps(run.report)
+
+
 def _preflight_process(project: Path, *args: str, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "cfops.preflight", *args],

@@ -6,13 +6,14 @@ import json
 import re
 import shutil
 
-from cfops import cloudflare
+from cfops import cloudflare, cloudflare_api
 from cfops import sync as sync_module
 from cfops.config import is_placeholder
-from cfops.errors import ConfigError, MissingToolError
+from cfops.errors import CfopsError, ConfigError, MissingToolError
 from cfops.node import eol_problem, fmt, minimum_version, pinned_node_version
 from cfops.preflight.bundles import wrangler_error
 from cfops.preflight.model import Context, Finding, Outcome, skipped
+
 
 # ------------------------------------------------------------------------------------------- sync
 
@@ -108,6 +109,21 @@ def git(ctx: Context) -> Finding:
 _EOL_WARN_DAYS = 90
 
 
+def _account_problem(ctx: Context) -> str | None:
+    """Why the configured token cannot act on the configured account (None: it can)."""
+    try:
+        api = cloudflare_api.client(ctx.settings, "checking the credentials")
+        seen = api.account_ids()
+    except CfopsError as exc:  # refused (with Cloudflare's code and advice), or unreachable after retries
+        return str(exc)
+    if api.account_id not in seen:
+        return (
+            f"the token sees {len(seen)} account(s), not {cloudflare.ACCOUNT_ID} {api.account_id}: "
+            "check the account id, or give the token access to that account"
+        )
+    return None
+
+
 def tooling(ctx: Context) -> Finding:
     out = Outcome("tooling")
     settings = ctx.settings
@@ -165,7 +181,15 @@ def tooling(ctx: Context) -> Finding:
         token, key = cloudflare.WRANGLER_AUTH
         out.note(f"wrangler whoami skipped: no {token} (or {key}) set")
         out.measured["whoami"] = "skipped"
+    elif all(name in credentials for name in cloudflare.CREDENTIALS):
+        # The token and account every cfops command uses: one API read over httpx, as `cfops versions`
+        # does, instead of a wrangler start (2 s of CPU) that would only read the same endpoints.
+        problem = _account_problem(ctx)
+        out.measured["whoami"] = "ok" if problem is None else "failed"
+        if problem is not None:
+            out.fail(f"the configured credentials do not reach the account: {problem}")
     else:
+        # The legacy global API key, or a token without an account id: only wrangler takes those.
         # Credentials reach wrangler through its environment, never its command line.
         result = ctx.run(
             [wrangler, "whoami"],
