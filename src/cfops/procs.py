@@ -527,9 +527,11 @@ def interrupts_unwind_once() -> Iterator[None]:
     try:
         yield
     finally:
-        if not _unwinding:  # after a signal the handler stays: the process is on its way out
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        # After a signal the process is on its way out: later ones stay ignored to the end. SIG_IGN, not
+        # this handler: Python's shutdown puts the default action back in place of a Python handler, and a
+        # Ctrl-C arriving then would turn exit 130 into death by signal (seen in CI).
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_IGN if _unwinding else handler)
 
 
 def wait_forever(services: Sequence[Service]) -> None:

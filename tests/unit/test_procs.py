@@ -110,3 +110,38 @@ def test_a_child_started_with_die_with_parent_gets_sigterm_when_its_parent_dies(
     # Without the death signal it would sleep on for a minute: wait() would raise TimeoutExpired.
     with contextlib.suppress(psutil.NoSuchProcess):  # already gone and reaped: it did not outlive it
         psutil.Process(grandchild).wait(timeout=10)
+
+
+_INTERRUPTED_COMMAND = """
+import sys, time
+from cfops import cli
+
+def main(argv):
+    print("ready", flush=True)
+    time.sleep(30)
+    return 0
+
+sys.exit(cli.main(main, []))
+"""
+
+
+def test_a_storm_of_ctrl_c_still_ends_in_exit_130_not_death_by_signal() -> None:
+    """The first Ctrl-C unwinds; every later one, including those that arrive while Python shuts down
+    (it puts the default handler back in place of a Python one), is ignored: the exit code stays 130."""
+    import os
+    import signal
+    import time
+
+    for _ in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _INTERRUPTED_COMMAND], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        deadline = time.monotonic() + 20
+        while proc.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGINT)
+            time.sleep(0.0005)
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 130, err.decode()
+        assert b"interrupted; everything started was stopped" in err
