@@ -51,10 +51,22 @@ def release_env_ready() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.fixture(scope="session")
+def shared_preflight_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One preflight cache (.cfops-cache) for the release projects of this worker."""
+    return tmp_path_factory.mktemp("preflight-cache")
+
+
 @pytest.fixture
-def release_project(worker_project: Path) -> Path:
+def release_project(worker_project: Path, shared_preflight_cache: Path) -> Path:
     """A committed fixture project whose Python packages count as vendored (what a runner with internet
-    has after `pywrangler sync`), so `preflight --mode native --strict` can pass here."""
+    has after `pywrangler sync`), so `preflight --mode native --strict` can pass here.
+
+    Every release project is the same tree at the same commit (fixed author, dates and message), and
+    they share one preflight cache: the first release of a worker measures the wrangler checks, the
+    others reuse the findings as a re-run of that commit would (production trusts a cache only at the
+    current commit). These tests are about the pipeline; `own_preflight_cache` gives one a cold cache.
+    """
     root = worker_project
     shutil.copy2(REPO / ".gitignore", root / ".gitignore")
     for package in ("fastapi", "yaml"):
@@ -66,8 +78,18 @@ def release_project(worker_project: Path) -> Path:
     # The linked toolchain is a symlink, which the directory pattern in .gitignore does not match.
     (root / ".git" / "info" / "exclude").write_text("backend-cloudflare/node_modules\n")
     subprocess.run([*git, "add", "-A"], cwd=root, check=True)
-    subprocess.run([*git, "commit", "-qm", "fixture"], cwd=root, check=True)
+    at = {"GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z"}
+    subprocess.run([*git, "commit", "-qm", "fixture"], cwd=root, check=True, env={**os.environ, **at})
+    (root / ".cfops-cache").symlink_to(shared_preflight_cache, target_is_directory=True)
+    with (root / ".git" / "info" / "exclude").open("a") as exclude:
+        exclude.write(".cfops-cache\n")  # a symlink: the directory pattern in .gitignore misses it too
     return root
+
+
+@pytest.fixture
+def own_preflight_cache(release_project: Path) -> None:
+    """This test's release measures every preflight check itself (no findings from another test)."""
+    (release_project / ".cfops-cache").unlink()
 
 
 # Each stage is judged right after its smoke (no soak), and an inconclusive one is not extended.
@@ -130,6 +152,7 @@ def front(cloudflare_api: FakeCloudflare, backend: RecordingBackend) -> Iterator
 def test_production_release_canaries_promotes_through_the_stages_to_100(
     release_env_ready: None,
     release_project: Path,
+    own_preflight_cache: None,
     cloudflare_api: FakeCloudflare,
     backend: RecordingBackend,
     front: WorkerFront,
@@ -142,6 +165,9 @@ def test_production_release_canaries_promotes_through_the_stages_to_100(
     data = report(release_project)
     new, old = data["versions"]["new"], data["versions"]["previous"]
     assert data["result"] == "passed"
+    # This release measured every preflight check (the other release tests share a cache).
+    preflight = json.loads((release_project / "artifacts/preflight.json").read_text())
+    assert [f["id"] for f in preflight["findings"] if f["cached"]] == []
     # The report names the toolchain its wrangler calls ran on: the pinned wrangler on the pinned Node.
     package = json.loads((release_project / "backend-cloudflare/package.json").read_text())
     assert data["toolchain"]["wrangler"] == package["devDependencies"]["wrangler"]
@@ -984,6 +1010,10 @@ def test_secrets_after_a_failed_release_reach_the_next_version_and_failed_code_i
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     new = report(release_project)["versions"]["new"]
+    # The same commit again: the second release reused the first one's expensive preflight findings.
+    preflight = json.loads((release_project / "artifacts/preflight.json").read_text())
+    cached = {f["id"] for f in preflight["findings"] if f["cached"]}
+    assert {"proxy-bundle", "startup", "native-bundle", "edge-contract"} <= cached
     assert "10215" in proc.stdout + proc.stderr  # the plain secret bulk was refused
     assert live(cloudflare_api) == {new: 100.0}
     assert script.version(new).secrets()["IMMCAD_API_BEARER_TOKEN"] == second_token  # type: ignore[union-attr]

@@ -286,6 +286,21 @@ def test_a_config_outside_the_worker_directory_is_an_input(pf_project: Path) -> 
     assert remeasured(pf_project) == set(ALL_CACHED)
 
 
+def test_the_same_tree_at_another_path_reuses_the_findings(pf_project: Path, tmp_path: Path) -> None:
+    import shutil
+
+    outside = pf_project / "allow.json"  # a config outside the Worker directory, named by its path
+    outside.write_text((pf_project / "backend-cloudflare/src/allowlist.json").read_text())
+    set_preflight(pf_project, allowlist='"allow.json"')
+    fake_toolchain(pf_project, "4.164.0")
+    first_and_second(pf_project, Counted())
+    clone = tmp_path / "elsewhere" / "clone"
+    shutil.copytree(pf_project, clone, symlinks=True)
+    assert remeasured(clone) == set()  # a second clone, a CI workspace that restored .cfops-cache
+    (clone / "allow.json").write_text(outside.read_text().replace("[", "[ ", 1))
+    assert remeasured(clone) == set(ALL_CACHED)
+
+
 def test_files_nothing_reads_are_not_inputs(pf_project: Path) -> None:
     first_and_second(pf_project, Counted())
     worker_dir = pf_project / "backend-cloudflare"

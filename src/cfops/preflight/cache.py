@@ -304,16 +304,22 @@ def _tree(ctx: Context) -> str | None:
     # the directory of a config kept elsewhere (its `main` and modules are found relative to it).
     for path in (settings.proxy.config, settings.native.config, settings.preflight.allowlist):
         if path.is_file():
-            files[f"file:{path}"] = path
+            files[f"file:{_portable(path, ctx)}"] = path
     written = frozenset({settings.artifacts_dir, settings.preflight.cache_file.parent})
     for config in (settings.proxy.config, settings.native.config):
         if not config.parent.is_relative_to(settings.worker_dir) and config.parent.is_dir():
             inside = tree_files(config.parent, written)
-            files.update({f"dir:{config.parent}/{k}": v for k, v in inside.items()})
+            files.update({f"dir:{_portable(config.parent, ctx)}/{k}": v for k, v in inside.items()})
     try:
         return digest_files(files)
     except OSError:
         return None  # a file vanished while being read: no key, so no reuse
+
+
+def _portable(text: str | Path, ctx: Context) -> str:
+    """``text`` with the checkout's own path written as ``<root>``: the same tree and settings at another
+    path (a second clone, a CI workspace that restored .cfops-cache) measure the same."""
+    return str(text).replace(str(ctx.root), "<root>")
 
 
 def node_fingerprint(node: Path | None) -> str:
@@ -374,7 +380,8 @@ def _settings(ctx: Context) -> str | None:
     facts = s.preflight
     # The cache's own policy is not an input of any check.
     neutral = {k: v for k, v in vars(facts).items() if not k.startswith("cache")}
-    return _sha(repr((sorted(neutral.items()), s.proxy, s.native, s.worker_dir, s.sync.exclude, ctx.mode)))
+    facts_text = repr((sorted(neutral.items()), s.proxy, s.native, s.worker_dir, s.sync.exclude, ctx.mode))
+    return _sha(_portable(facts_text, ctx))
 
 
 def _commit(ctx: Context) -> str | None:
