@@ -172,6 +172,16 @@ def _reset_redaction() -> Iterator[None]:
     output.clear_secrets()
 
 
+@pytest.fixture(autouse=True)
+def _own_signal_handlers() -> Iterator[None]:
+    """A command run in this process that was interrupted leaves Ctrl-C and SIGTERM ignored (it is on its
+    way out); the next test, and every command it starts, gets this process's handlers back."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The test process's environment minus anything that would change cfops's or the backend's behaviour."""
     env = {
