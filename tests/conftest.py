@@ -29,6 +29,14 @@ REPO = Path(__file__).resolve().parents[1]
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker more than the CPUs this process may use. Each worker spends part of its time
+    waiting on a chain of processes (wrangler, workerd, a stage's smoke, a 60 s proxy timeout), which the
+    extra worker fills (measured in docs/benchmarks.md, "Test suite")."""
+    return len(os.sched_getaffinity(0)) + 1
+
+
 # What a fixture project needs to be a working copy of this one (no node_modules, no .nox).
 PROJECT_FILES = (
     "pyproject.toml",
