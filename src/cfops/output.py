@@ -185,7 +185,7 @@ def recording(keep: int = 40) -> Iterator[Recording]:
     global _text
     seen = Recording(keep)
     saved = sys.stdout, sys.stderr, _text
-    sys.stdout, sys.stderr = _Tee(sys.stdout, seen), _Tee(sys.stderr, seen)  # type: ignore[assignment]
+    sys.stdout, sys.stderr = _Tee(sys.stdout, seen), _Tee(sys.stderr, seen)
     try:
         yield seen
     finally:

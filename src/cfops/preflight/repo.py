@@ -14,7 +14,6 @@ from cfops.node import eol_problem, fmt, minimum_version, pinned_node_version
 from cfops.preflight.bundles import wrangler_error
 from cfops.preflight.model import Context, Finding, Outcome, skipped
 
-
 # ------------------------------------------------------------------------------------------- sync
 
 
