@@ -183,6 +183,8 @@ def call(module: str, args: Sequence[str]) -> int:
         output.error(str(exc))
         return exc.exit_code
     except SystemExit as exc:  # `--help`, or a command that exits on its own
+        if isinstance(exc.code, str):  # as Python prints it on the way out
+            sys.stderr.write(output.redact(exc.code) + "\n")
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except Exception:  # a bug: what the process would have printed, then its exit code
         sys.stderr.write(output.redact(traceback.format_exc()))
