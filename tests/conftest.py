@@ -34,7 +34,8 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto``: one worker more than the CPUs this process may use. Each worker spends part of its time
     waiting on a chain of processes (wrangler, workerd, a stage's smoke, a 60 s proxy timeout), which the
     extra worker fills (measured in docs/benchmarks.md, "Test suite")."""
-    return len(os.sched_getaffinity(0)) + 1
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # macOS
+    return (usable or 1) + 1
 
 
 # What a fixture project needs to be a working copy of this one (no node_modules, no .nox).

@@ -173,11 +173,11 @@ def call(module: str, args: Sequence[str]) -> int:
     For a pipeline that runs many commands (a release): one interpreter start and one import of httpx,
     aiohttp and rich instead of one per step.
     """
-    spec = importlib.util.find_spec(module)
-    # `python -m cfops.deploy` runs the package's __main__, whose `main` is the command's.
-    target = f"{module}.__main__" if spec is not None and spec.submodule_search_locations else module
-    func: Callable[[Sequence[str]], int] = importlib.import_module(target).main
     try:
+        spec = importlib.util.find_spec(module)
+        # `python -m cfops.deploy` runs the package's __main__, whose `main` is the command's.
+        target = f"{module}.__main__" if spec is not None and spec.submodule_search_locations else module
+        func: Callable[[Sequence[str]], int] = importlib.import_module(target).main
         return func(list(args))
     except CfopsError as exc:
         output.error(str(exc))

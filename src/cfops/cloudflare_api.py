@@ -165,19 +165,28 @@ class CloudflareApi:
             text += f" — {advice}"
         raise ApiFailed(text, status=response.status_code, code=code)
 
-    def get(self, path: str, what: str, params: dict[str, str] | None = None) -> Any:
+    def get(
+        self,
+        path: str,
+        what: str,
+        params: dict[str, str] | None = None,
+        policy: retry.RetryPolicy | None = None,
+    ) -> Any:
         try:
-            return retry.call(what, lambda: self._get_once(path, what, params), self.policy)
+            return retry.call(what, lambda: self._get_once(path, what, params), policy or self.policy)
         except retry.TransientError as exc:
             raise retry.TransientError(f"{what} failed: {exc}, also on every retry") from None
 
-    def account_ids(self, *, per_page: int = 50, max_pages: int = 20) -> list[str]:
+    def account_ids(
+        self, *, per_page: int = 50, max_pages: int = 20, policy: retry.RetryPolicy | None = None
+    ) -> list[str]:
         """The accounts this token can act on (``GET /accounts``: what ``wrangler whoami`` lists; unlike
-        ``GET /accounts/<id>`` it needs no Account Settings permission, which a deploy token may lack)."""
+        ``GET /accounts/<id>`` it needs no Account Settings permission, which a deploy token may lack).
+        Page by page (50 is the API's largest page) until this client's account shows up."""
         found: list[str] = []
         for page in range(1, max_pages + 1):
             params = {"page": str(page), "per_page": str(per_page)}
-            items = self.get("/accounts", "listing the token's accounts", params) or []
+            items = self.get("/accounts", "listing the token's accounts", params, policy) or []
             found += [str(a["id"]) for a in items if isinstance(a, dict) and a.get("id")]
             if self.account_id in found or len(items) < per_page:
                 break

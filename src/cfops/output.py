@@ -23,6 +23,9 @@ REDACTED = "***"
 # Values shorter than this are not redacted: masking "1" or "ok" everywhere would garble output
 # without protecting anything a real secret looks like.
 _MIN_SECRET_LENGTH = 4
+# The name prefix of the threads that forward a background service's log (procs.Service): their lines
+# are the service's, never part of what ``recording()`` keeps for a command.
+SERVICE_THREAD = "cfops-service:"
 
 _secrets: set[str] = set()
 _lock = threading.Lock()
@@ -170,7 +173,8 @@ class _Tee:
         self._stream, self._recording = stream, recording
 
     def write(self, text: str) -> int:
-        self._recording.add(text)
+        if not threading.current_thread().name.startswith(SERVICE_THREAD):
+            self._recording.add(text)
         return self._stream.write(text)
 
     def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding …: the real stream's

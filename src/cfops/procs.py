@@ -428,7 +428,12 @@ class Service:
             )
         except FileNotFoundError:
             raise MissingToolError(f"{self.cmd[0]} not found: is it installed and on PATH?") from None
-        self._reader = threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True)
+        self._reader = threading.Thread(
+            target=self._pump,
+            args=(self.proc.stdout,),
+            daemon=True,
+            name=f"{output.SERVICE_THREAD}{self.name}",
+        )
         self._reader.start()
 
     def wait_healthy(self) -> None:

@@ -278,6 +278,8 @@ class FakeCloudflare:
         self.account_id = account_id
         self.token = token
         self.subdomain = subdomain
+        # Accounts the token also sees, listed before this one (GET /accounts pages through them).
+        self.other_accounts = 0
         self.scripts: dict[str, Script] = {}
         self.requests: list[Recorded] = []
         self.stray: list[str] = []
@@ -936,7 +938,16 @@ class FakeCloudflare:
         return [{"id": "m1", "account": {"id": self.account_id, "name": "IMMCAD test account"}}]
 
     def _accounts(self, request: Recorded, match: re.Match[str]) -> Any:
-        return [{"id": self.account_id, "name": "IMMCAD test account"}]
+        """One page (``page``, ``per_page``: 5–50, default 20, as the real API) of the token's accounts."""
+        listed = [
+            {"id": f"{i:032x}", "name": f"other account {i}"} for i in range(1, self.other_accounts + 1)
+        ]
+        listed.append({"id": self.account_id, "name": "IMMCAD test account"})
+        page = int((request.query.get("page") or ["1"])[0])
+        per_page = int((request.query.get("per_page") or ["20"])[0])
+        if page < 1 or not 5 <= per_page <= 50:
+            raise ApiError(VALIDATION, f"page {page} / per_page {per_page} out of range")
+        return listed[(page - 1) * per_page : page * per_page]
 
     def _verify(self, request: Recorded, match: re.Match[str]) -> Any:
         return {"id": "fake-token", "status": "active"}

@@ -181,13 +181,20 @@ def test_with_token_and_account_the_credentials_are_checked_over_the_api_without
         reads = api.calls("GET")
         assert [(r.path, r.headers.get("user-agent")) for r in reads] == [("/accounts", "cfops")]
         assert reads[0].headers["authorization"] == f"Bearer {TOKEN}"
-        other = "00000000000000000000000000000001"
+        # A token that sees many accounts: the list is read page by page until the account shows up.
+        api.other_accounts = 120
+        paged = run_preflight(
+            wr_project, monkeypatch, capsys, "--only", "tooling", CLOUDFLARE_ACCOUNT_ID=api.account_id, **env
+        )
+        assert paged.code == 0, paged.text
+        assert [r.query["page"] for r in api.calls("GET", "/accounts")][1:] == [["1"], ["2"], ["3"]]
+        other = "ffffffffffffffffffffffffffffffff"  # an account the token does not see
         elsewhere = run_preflight(
             wr_project, monkeypatch, capsys, "--only", "tooling", CLOUDFLARE_ACCOUNT_ID=other, **env
         )
         assert elsewhere.code == 1
         assert elsewhere.finding("tooling")["message"] == (
-            "the configured credentials do not reach the account: the token sees 1 account(s), not "
+            "the configured credentials do not reach the account: the token sees 121 account(s), not "
             f"CLOUDFLARE_ACCOUNT_ID {other}: check the account id, or give the token access to that account"
         )
         bad_token = "cf-api-token-wrong-77aa"

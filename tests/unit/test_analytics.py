@@ -157,6 +157,19 @@ def test_the_window_follows_the_apis_clock(api: FakeCloudflare, settings: Any) -
     assert stats.requests == 10 and stats.errors_5xx == 0  # the point from 2 min ago is outside
 
 
+def test_the_stage_window_is_rounded_down_so_it_never_reaches_into_the_previous_split(
+    api: FakeCloudflare, settings: Any
+) -> None:
+    from cfops.analytics.command import fetch
+
+    api.analytics.seed(DATASET, NEW, 1, Profile())
+    with _client(settings) as sql:
+        fetch(settings, sql, [NEW], 3.9)  # 3.9 s since the split was asked: the last 3 s, not 4
+        fetch(settings, sql, [NEW], 0.4)  # the API's smallest window
+    sent = [call.body.decode() for call in api.calls("POST", "/analytics_engine/sql")]
+    assert "INTERVAL '3' SECOND" in sent[0] and "INTERVAL '1' SECOND" in sent[1]
+
+
 def test_a_token_without_analytics_read_is_one_line_naming_the_permission(
     api: FakeCloudflare, settings: Any
 ) -> None:

@@ -418,3 +418,80 @@ def test_cli_call_runs_a_command_as_its_process_would_exit(
     assert cli.call("cfops.promote", []) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "RuntimeError: a bug" in err
+
+
+def test_an_outer_alarm_due_first_runs_its_own_handler_and_the_step_goes_on(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+    import signal
+    import time
+
+    fired: list[float] = []
+    handler = signal.getsignal(signal.SIGALRM)
+    runner_alarm = signal.setitimer(signal.ITIMER_REAL, 0)  # pytest-timeout's, if any: put back below
+    signal.signal(signal.SIGALRM, lambda signum, frame: fired.append(time.monotonic()))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)  # a test runner's timeout, due before the step's limit
+        monkeypatch.setattr(cli, "call", lambda module, args: time.sleep(0.6) or 0)
+        roomy = dataclasses.replace(settings, release=dataclasses.replace(settings.release, step_timeout=30))
+        _, results = run_steps(roomy, [Step("perf", lambda ctx: release.cfops("perf"))])
+        assert results[0].status == "ok"
+        assert len(fired) == 1
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # delivered: not armed again
+    finally:
+        signal.signal(signal.SIGALRM, handler)
+        signal.setitimer(signal.ITIMER_REAL, *runner_alarm)
+
+
+def test_a_perf_step_over_its_time_limit_is_stopped_inside_its_event_loop(settings: Settings) -> None:
+    """The perf engine runs an event loop (uvloop), where an exception raised by a signal handler would be
+    swallowed: the step's alarm must still stop it."""
+    import dataclasses
+    import socket
+    import time
+
+    with socket.socket() as blackhole:  # accepts connections (the backlog), never answers
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(100)
+        url = f"http://127.0.0.1:{blackhole.getsockname()[1]}"
+        quick = dataclasses.replace(settings, release=dataclasses.replace(settings.release, step_timeout=1.5))
+        started = time.monotonic()
+        argv = [
+            "--base-url",
+            url,
+            "--requests",
+            "20",
+            "--concurrency",
+            "2",
+            "--json",
+            str(settings.root / "p.json"),
+        ]
+        _, results = run_steps(quick, [Step("perf smoke", lambda ctx: release.cfops("perf", *argv))])
+        took = time.monotonic() - started
+    assert results[0].status == "failed" and results[0].detail == "perf smoke timed out after 1.5 s"
+    assert took < 10, took  # each request alone would wait 10 s for its answer
+
+
+def test_a_cfops_steps_lines_are_judged_without_colour_codes_or_a_services_log(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from cfops import output
+
+    def coloured(module: str, args: list[str]) -> int:
+        print("\x1b[1;31merror: the canary failed its p95\x1b[0m", file=sys.stderr)
+        print("\x1b[?25h\r\x1b[1A\x1b[2K\x1b[32mcleanup done\x1b[0m")
+        # A running service's log arrives meanwhile (procs.Service forwards it from its own thread).
+        chatter = threading.Thread(
+            target=lambda: print("[local stack] error: GET /healthz 200"),
+            name=f"{output.SERVICE_THREAD}stack",
+        )
+        chatter.start()
+        chatter.join()
+        return 1
+
+    monkeypatch.setattr(cli, "call", coloured)
+    _, results = run_steps(settings, [Step("canary", lambda ctx: release.cfops("perf"))])
+    assert results[0].status == "failed" and results[0].detail == "error: the canary failed its p95"

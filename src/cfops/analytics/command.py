@@ -66,8 +66,8 @@ def fetch(
 ) -> tuple[dict[str, VersionStats], float | None]:
     """Per-version numbers for the window; a dataset that does not exist yet reads as no traffic."""
     dataset = query.dataset_name(settings.analytics.dataset)
-    # Rounded down: the window never reaches back before the stage's split was asked, where the traffic
-    # was the previous split's (a canary takes a second or two, so the 0 % split is that close).
+    # Rounded down: a window of 1 s or more never reaches back before the stage's split was asked, where
+    # the traffic was the previous split's (a canary takes a second or two: the 0 % split is that close).
     text = query.per_version(dataset, versions, int(window_seconds))
     try:
         answer = client.query(text)

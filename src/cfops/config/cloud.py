@@ -271,3 +271,12 @@ class ReleaseSettings:
     )
     # Each stage judged by real traffic per version (Workers Analytics Engine) after its soak.
     gates: StageGates = field(default_factory=StageGates)
+
+    def __post_init__(self) -> None:
+        # The step limit arms an interval timer (a cfops step runs in the release's process): it must be a
+        # positive number of seconds the timer can hold.
+        if not 0 < self.step_timeout <= 1e8:
+            raise ConfigError(
+                f"[tool.cfops.release] step_timeout = {self.step_timeout!r}: must be a number of seconds "
+                "> 0 and <= 1e8"
+            )

@@ -417,7 +417,9 @@ def generate(config: RunConfig, base_url: str, progress: ProgressSink | None = N
 
     Ctrl-C is handled by asyncio.Runner (it cancels the run, then raises KeyboardInterrupt). SIGTERM
     gets the same treatment here: raised from a Python signal handler it could land inside one of
-    uvloop's C callbacks, which would print a traceback instead of unwinding cleanly.
+    uvloop's C callbacks, which would print a traceback instead of unwinding cleanly. So does an alarm
+    the caller armed (a release step's time limit): the run is cancelled, then the caller's SIGALRM
+    handler runs here, outside the loop, where what it raises unwinds as it should.
     """
     main_thread = threading.current_thread() is threading.main_thread()
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
@@ -431,6 +433,14 @@ def generate(config: RunConfig, base_url: str, progress: ProgressSink | None = N
             if task is not None:
                 task.cancel()
 
+        alarmed = False
+
+        def on_alarm() -> None:
+            nonlocal alarmed
+            alarmed = True
+            if task is not None:
+                task.cancel()
+
         async def run() -> RunResult:
             nonlocal task
             task = asyncio.current_task()
@@ -438,8 +448,11 @@ def generate(config: RunConfig, base_url: str, progress: ProgressSink | None = N
 
         previous = signal.getsignal(signal.SIGTERM)
         previous_int = signal.getsignal(signal.SIGINT)
+        previous_alarm = signal.getsignal(signal.SIGALRM)
         if main_thread:
             loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+            if callable(previous_alarm):
+                loop.add_signal_handler(signal.SIGALRM, on_alarm)
             if previous_int is not signal.SIG_IGN:
                 # asyncio.Runner takes Ctrl-C over (cancel, then KeyboardInterrupt) only from Python's
                 # own handler, not from cli's unwind-once one.
@@ -453,10 +466,15 @@ def generate(config: RunConfig, base_url: str, progress: ProgressSink | None = N
             if terminated:
                 begin_unwinding()
                 raise Terminated from None
+            if alarmed and callable(previous_alarm):
+                previous_alarm(signal.SIGALRM, None)  # the caller's time limit, raised out here
             raise
         finally:
             if main_thread:
                 loop.remove_signal_handler(signal.SIGTERM)
                 signal.signal(signal.SIGTERM, previous)  # the caller's handler, not the default
+                if callable(previous_alarm):
+                    loop.remove_signal_handler(signal.SIGALRM)
+                    signal.signal(signal.SIGALRM, previous_alarm)
                 if previous_int is not None:
                     signal.signal(signal.SIGINT, previous_int)

@@ -22,6 +22,7 @@ unreadable cache is a warning and a full run, never an error.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -316,10 +317,27 @@ def _tree(ctx: Context) -> str | None:
         return None  # a file vanished while being read: no key, so no reuse
 
 
-def _portable(text: str | Path, ctx: Context) -> str:
-    """``text`` with the checkout's own path written as ``<root>``: the same tree and settings at another
-    path (a second clone, a CI workspace that restored .cfops-cache) measure the same."""
-    return str(text).replace(str(ctx.root), "<root>")
+def _portable(value: Any, ctx: Context) -> Any:
+    """``value`` with every path inside the checkout written relative to it (``<root>/…``), through
+    dataclasses and containers: the same tree and settings at another path (a second clone, a CI
+    workspace that restored .cfops-cache) measure the same. Only whole path values change, never text
+    that merely contains the root's characters."""
+    if isinstance(value, Path):
+        return (
+            f"<root>/{value.relative_to(ctx.root).as_posix()}"
+            if value.is_relative_to(ctx.root)
+            else str(value)
+        )
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (
+            type(value).__name__,
+            {f.name: _portable(getattr(value, f.name), ctx) for f in dataclasses.fields(value)},
+        )
+    if isinstance(value, (list, tuple)):
+        return [_portable(item, ctx) for item in value]
+    if isinstance(value, dict):
+        return {key: _portable(item, ctx) for key, item in value.items()}
+    return value
 
 
 def node_fingerprint(node: Path | None) -> str:
@@ -380,8 +398,13 @@ def _settings(ctx: Context) -> str | None:
     facts = s.preflight
     # The cache's own policy is not an input of any check.
     neutral = {k: v for k, v in vars(facts).items() if not k.startswith("cache")}
-    facts_text = repr((sorted(neutral.items()), s.proxy, s.native, s.worker_dir, s.sync.exclude, ctx.mode))
-    return _sha(_portable(facts_text, ctx))
+    return _sha(
+        repr(
+            _portable(
+                (sorted(neutral.items()), s.proxy, s.native, s.worker_dir, s.sync.exclude, ctx.mode), ctx
+            )
+        )
+    )
 
 
 def _commit(ctx: Context) -> str | None:

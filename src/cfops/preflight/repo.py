@@ -6,7 +6,7 @@ import json
 import re
 import shutil
 
-from cfops import cloudflare, cloudflare_api
+from cfops import cloudflare, cloudflare_api, retry
 from cfops import sync as sync_module
 from cfops.config import is_placeholder
 from cfops.errors import CfopsError, ConfigError, MissingToolError
@@ -108,11 +108,16 @@ def git(ctx: Context) -> Finding:
 _EOL_WARN_DAYS = 90
 
 
+# A check, not a deploy: a short retry budget, so that Ctrl-C (which waits for the running checks' threads)
+# is never held up for long by an API that does not answer.
+_CREDENTIALS_RETRY = retry.RetryPolicy(attempts=2, max_seconds=10.0)
+
+
 def _account_problem(ctx: Context) -> str | None:
     """Why the configured token cannot act on the configured account (None: it can)."""
     try:
         api = cloudflare_api.client(ctx.settings, "checking the credentials")
-        seen = api.account_ids()
+        seen = api.account_ids(policy=_CREDENTIALS_RETRY)
     except CfopsError as exc:  # refused (with Cloudflare's code and advice), or unreachable after retries
         return str(exc)
     if api.account_id not in seen:

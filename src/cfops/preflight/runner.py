@@ -95,9 +95,10 @@ def run_checks(
             for future in done:
                 if on_done:
                     on_done(future.result(), sorted(futures[f] for f in pending))
-    except KeyboardInterrupt:
+    except BaseException as exc:  # Ctrl-C, SIGTERM, or the time limit of a release step running this
         ctx.cancelled.set()
-        output.warn("interrupted: stopping the running checks")
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else "stopped"
+        output.warn(f"{why}: stopping the running checks")
         procs.stop_running()
         raise
     finally:

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import chdir, contextmanager, suppress
 from types import FrameType
@@ -43,8 +44,17 @@ def _child_env(ctx: Context, step: Step) -> dict[str, str]:
     }
 
 
+def _plain_lines(text: str, count: int) -> list[str]:
+    """The last ``count`` non-empty lines as a log shows them: no colour or cursor codes (a command in
+    this process on a terminal draws them), and of a line rewritten with ``\r`` its last state only."""
+    lines = (
+        line.rsplit("\r", 1)[-1] for line in procs.strip_ansi(procs.tail_lines(text, count)).splitlines()
+    )
+    return [line for line in lines if line.strip()]
+
+
 def _failure_line(text: str, returncode: int) -> str:
-    lines = [line for line in procs.tail_lines(text, 40).splitlines() if line.strip()]
+    lines = _plain_lines(text, 40)
     errors = [line for line in lines if line.lstrip().startswith(("error:", "✗", "FAILED", "E "))]
     return (errors or lines or [f"exited with {returncode}"])[-1].strip()
 
@@ -57,21 +67,33 @@ class _TimeLimit(BaseException):
 def _time_limit(seconds: float) -> Iterator[None]:
     """Interrupt the block after ``seconds`` (SIGALRM), as a child would be stopped on its timeout; the
     block's ``finally`` and ``with`` cleanups stop whatever it started. An alarm set outside (a test
-    runner's timeout) is put back with what remains of it, and fires at once if it came due meanwhile."""
+    runner's timeout) keeps its time: its own handler runs if it comes due first, and what remains of it
+    is armed again afterwards."""
+    previous = signal.getsignal(signal.SIGALRM)
+    outer, interval = signal.getitimer(signal.ITIMER_REAL)
+    outer_first = 0 < outer < seconds
+    started = time.monotonic()
 
     def expire(signum: int, frame: FrameType | None) -> None:
+        nonlocal outer_first
+        if outer_first:
+            outer_first = False
+            if callable(previous):
+                previous(signum, frame)  # if the outer handler returns, this limit goes on
+            signal.setitimer(signal.ITIMER_REAL, max(seconds - (time.monotonic() - started), 0.001))
+            return
         raise _TimeLimit
 
-    previous = signal.signal(signal.SIGALRM, expire)
-    outer, interval = signal.setitimer(signal.ITIMER_REAL, seconds)
-    started = time.monotonic()
+    signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, outer if outer_first else seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-        if outer:
-            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - started), 0.001), interval)
+        left = outer - (time.monotonic() - started)
+        if outer and left > 0 and (outer_first or outer >= seconds):  # not delivered yet
+            signal.setitimer(signal.ITIMER_REAL, left, interval)
 
 
 @contextmanager
@@ -115,17 +137,25 @@ def _run_command(ctx: Context, argv: list[str], step: Step) -> str:
         returncode, text = result.returncode, result.stdout + result.stderr
     else:
         # The directory and environment a child would have had.
-        with output.recording() as seen, chdir(ctx.settings.root), _environ(_child_env(ctx, step)):
-            try:
-                with _time_limit(timeout):
-                    returncode = cli.call(*here)
-            except _TimeLimit:
-                raise StepFailed(f"{step.name} timed out after {timeout:g} s", returncode=1) from None
+        try:
+            with (
+                output.recording() as seen,
+                chdir(ctx.settings.root),
+                _environ(_child_env(ctx, step)),
+                _time_limit(timeout),
+            ):
+                returncode = cli.call(*here)
+        except _TimeLimit:
+            raise StepFailed(f"{step.name} timed out after {timeout:g} s", returncode=1) from None
+        except OSError as exc:  # the project directory went away
+            raise StepFailed(
+                f"{step.name} could not run in {ctx.settings.root}: {exc}", returncode=1
+            ) from None
         text = seen.text()
     if returncode != 0:
         raise StepFailed(_failure_line(text, returncode), returncode=returncode)
-    lines = [line.strip() for line in procs.tail_lines(text, 5).splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    lines = _plain_lines(text, 5)
+    return lines[-1].strip() if lines else ""
 
 
 def _start_service(ctx: Context, argv: list[str], step: Step) -> None:
@@ -193,13 +223,19 @@ def execute(ctx: Context, steps: list[Step], results: list[StepResult]) -> None:
                 _line(result)
                 _roll_back(ctx, results, step.name, interrupted=True)
                 raise
-            except CfopsError as exc:
+            except (
+                Exception
+            ) as exc:  # CfopsError; or a bug, which fails the step (and rolls back) all the same
+                why = str(exc)
+                if not isinstance(exc, CfopsError):
+                    sys.stderr.write(output.redact(traceback.format_exc()))
+                    why = output.redact(f"{type(exc).__name__}: {exc}")
                 code = exc.returncode if isinstance(exc, StepFailed) else None
                 if step.optional and code == 2:
-                    result.status, result.detail = "skipped", str(exc)
-                    output.warn(f"{step.name} skipped: {exc}")
+                    result.status, result.detail = "skipped", why
+                    output.warn(f"{step.name} skipped: {why}")
                 else:
-                    result.status, result.detail = "failed", str(exc)
+                    result.status, result.detail = "failed", why
                     failed = result
                     if step.artifact and ctx.artifact(step.artifact).is_file():
                         with suppress(CfopsError):
