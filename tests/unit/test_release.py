@@ -495,3 +495,37 @@ def test_a_cfops_steps_lines_are_judged_without_colour_codes_or_a_services_log(
     monkeypatch.setattr(cli, "call", coloured)
     _, results = run_steps(settings, [Step("canary", lambda ctx: release.cfops("perf"))])
     assert results[0].status == "failed" and results[0].detail == "error: the canary failed its p95"
+
+
+def test_a_bug_in_a_step_fails_it_and_rolls_back_instead_of_crashing_the_release(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    marker = settings.root / "rolled-back"
+    monkeypatch.setattr(
+        runner, "rollback_command", lambda ctx, failed: py(f"open({str(marker)!r}, 'w').write({failed!r})")
+    )
+
+    def broken(ctx: Context) -> None:
+        raise KeyError("new_version")
+
+    steps = [
+        Step("promote", lambda ctx: release.cfops("promote"), before=broken),
+        Step("never", lambda c: py("")),
+    ]
+    _, results = run_steps(settings, steps, rollback_to="v-old")
+    assert [(r.name, r.status) for r in results] == [
+        ("promote", "failed"),
+        ("never", "not run"),
+        ("rollback", "ok"),
+    ]
+    assert results[0].detail == "KeyError: 'new_version'"
+    assert marker.read_text() == "promote"
+    assert "Traceback" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "1e12"])
+def test_a_step_timeout_the_alarm_cannot_hold_is_bad_input(project: Path, value: str) -> None:
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + f"\n[tool.cfops.release]\nstep_timeout = {value}\n")
+    with pytest.raises(UsageError, match="step_timeout"):
+        load_settings(project, {})
