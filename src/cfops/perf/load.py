@@ -425,19 +425,11 @@ def generate(config: RunConfig, base_url: str, progress: ProgressSink | None = N
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         loop = runner.get_loop()
         task: asyncio.Task[RunResult] | None = None
-        terminated = False
+        stopped_by: int | None = None  # SIGTERM or SIGALRM, once one has cancelled the run
 
-        def on_sigterm() -> None:
-            nonlocal terminated
-            terminated = True
-            if task is not None:
-                task.cancel()
-
-        alarmed = False
-
-        def on_alarm() -> None:
-            nonlocal alarmed
-            alarmed = True
+        def stop(signum: int) -> None:
+            nonlocal stopped_by
+            stopped_by = signum
             if task is not None:
                 task.cancel()
 
@@ -450,9 +442,9 @@ def generate(config: RunConfig, base_url: str, progress: ProgressSink | None = N
         previous_int = signal.getsignal(signal.SIGINT)
         previous_alarm = signal.getsignal(signal.SIGALRM)
         if main_thread:
-            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+            loop.add_signal_handler(signal.SIGTERM, stop, signal.SIGTERM)
             if callable(previous_alarm):
-                loop.add_signal_handler(signal.SIGALRM, on_alarm)
+                loop.add_signal_handler(signal.SIGALRM, stop, signal.SIGALRM)
             if previous_int is not signal.SIG_IGN:
                 # asyncio.Runner takes Ctrl-C over (cancel, then KeyboardInterrupt) only from Python's
                 # own handler, not from cli's unwind-once one.
@@ -463,10 +455,10 @@ def generate(config: RunConfig, base_url: str, progress: ProgressSink | None = N
             begin_unwinding()  # the caller's cleanup runs now: a later Ctrl-C must not cut it short
             raise
         except asyncio.CancelledError:
-            if terminated:
+            if stopped_by == signal.SIGTERM:
                 begin_unwinding()
                 raise Terminated from None
-            if alarmed and callable(previous_alarm):
+            if stopped_by == signal.SIGALRM and callable(previous_alarm):
                 previous_alarm(signal.SIGALRM, None)  # the caller's time limit, raised out here
             raise
         finally:
