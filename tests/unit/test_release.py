@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import shlex
+import signal
+import socket
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -317,11 +324,26 @@ def test_an_optional_step_skips_on_a_missing_prerequisite_but_fails_on_a_real_fa
 # ------------------------------------------------------------------- cfops steps, in this process
 
 
+def with_step_timeout(settings: Settings, seconds: float) -> Settings:
+    return dataclasses.replace(settings, release=dataclasses.replace(settings.release, step_timeout=seconds))
+
+
+@pytest.fixture
+def own_alarm() -> Iterator[Callable[..., Any] | int | None]:
+    """SIGALRM to this test alone: pytest-timeout's alarm (if any) is disarmed here and put back, with its
+    handler, afterwards. Yields the handler found."""
+    handler = signal.getsignal(signal.SIGALRM)
+    runner_alarm = signal.setitimer(signal.ITIMER_REAL, 0)
+    try:
+        yield handler
+    finally:
+        signal.signal(signal.SIGALRM, handler)
+        signal.setitimer(signal.ITIMER_REAL, *runner_alarm)
+
+
 def test_a_cfops_step_runs_in_this_process_with_a_childs_directory_and_environment(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import os
-
     seen: dict[str, Any] = {}
 
     def fake_call(module: str, args: list[str]) -> int:
@@ -356,33 +378,23 @@ def test_a_failing_cfops_step_reports_its_error_line_and_an_optional_one_skips_o
 
 
 def test_a_cfops_step_over_its_time_limit_fails_and_the_alarm_is_put_back(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, own_alarm: Any
 ) -> None:
-    import dataclasses
-    import signal
-    import time
-
     monkeypatch.setattr(cli, "call", lambda module, args: time.sleep(30) or 0)
-    handler = signal.getsignal(signal.SIGALRM)
-    runner_alarm = signal.setitimer(signal.ITIMER_REAL, 0)  # pytest-timeout's, if any: put back below
-    quick = dataclasses.replace(settings, release=dataclasses.replace(settings.release, step_timeout=0.3))
+    quick = with_step_timeout(settings, 0.3)
     started = time.monotonic()
     _, results = run_steps(quick, [Step("perf", lambda ctx: release.cfops("perf"))])
     assert time.monotonic() - started < 10
     assert results[0].status == "failed" and results[0].detail == "perf timed out after 0.3 s"
-    assert signal.getsignal(signal.SIGALRM) is handler
+    assert signal.getsignal(signal.SIGALRM) is own_alarm
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     # An alarm set outside (a test runner's timeout) survives a step's limit with what remains of it.
     fired: list[int] = []
     signal.signal(signal.SIGALRM, lambda signum, frame: fired.append(signum))
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 60)
-        monkeypatch.setattr(cli, "call", lambda module, args: 0)
-        run_steps(quick, [Step("perf", lambda ctx: release.cfops("perf"))])
-        assert 50 < signal.getitimer(signal.ITIMER_REAL)[0] <= 60 and not fired
-    finally:
-        signal.signal(signal.SIGALRM, handler)
-        signal.setitimer(signal.ITIMER_REAL, *runner_alarm)
+    signal.setitimer(signal.ITIMER_REAL, 60)
+    monkeypatch.setattr(cli, "call", lambda module, args: 0)
+    run_steps(quick, [Step("perf", lambda ctx: release.cfops("perf"))])
+    assert 50 < signal.getitimer(signal.ITIMER_REAL)[0] <= 60 and not fired
 
 
 def test_a_cfops_step_that_sends_json_to_stdout_gives_the_text_back_to_the_next(
@@ -421,41 +433,26 @@ def test_cli_call_runs_a_command_as_its_process_would_exit(
 
 
 def test_an_outer_alarm_due_first_runs_its_own_handler_and_the_step_goes_on(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, own_alarm: Any
 ) -> None:
-    import dataclasses
-    import signal
-    import time
-
     fired: list[float] = []
-    handler = signal.getsignal(signal.SIGALRM)
-    runner_alarm = signal.setitimer(signal.ITIMER_REAL, 0)  # pytest-timeout's, if any: put back below
     signal.signal(signal.SIGALRM, lambda signum, frame: fired.append(time.monotonic()))
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.2)  # a test runner's timeout, due before the step's limit
-        monkeypatch.setattr(cli, "call", lambda module, args: time.sleep(0.6) or 0)
-        roomy = dataclasses.replace(settings, release=dataclasses.replace(settings.release, step_timeout=30))
-        _, results = run_steps(roomy, [Step("perf", lambda ctx: release.cfops("perf"))])
-        assert results[0].status == "ok"
-        assert len(fired) == 1
-        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # delivered: not armed again
-    finally:
-        signal.signal(signal.SIGALRM, handler)
-        signal.setitimer(signal.ITIMER_REAL, *runner_alarm)
+    signal.setitimer(signal.ITIMER_REAL, 0.2)  # a test runner's timeout, due before the step's limit
+    monkeypatch.setattr(cli, "call", lambda module, args: time.sleep(0.6) or 0)
+    _, results = run_steps(with_step_timeout(settings, 30), [Step("perf", lambda ctx: release.cfops("perf"))])
+    assert results[0].status == "ok"
+    assert len(fired) == 1
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # delivered: not armed again
 
 
 def test_a_perf_step_over_its_time_limit_is_stopped_inside_its_event_loop(settings: Settings) -> None:
     """The perf engine runs an event loop (uvloop), where an exception raised by a signal handler would be
     swallowed: the step's alarm must still stop it."""
-    import dataclasses
-    import socket
-    import time
-
     with socket.socket() as blackhole:  # accepts connections (the backlog), never answers
         blackhole.bind(("127.0.0.1", 0))
         blackhole.listen(100)
         url = f"http://127.0.0.1:{blackhole.getsockname()[1]}"
-        quick = dataclasses.replace(settings, release=dataclasses.replace(settings.release, step_timeout=1.5))
+        quick = with_step_timeout(settings, 1.5)
         started = time.monotonic()
         argv = [
             "--base-url",
@@ -476,8 +473,6 @@ def test_a_perf_step_over_its_time_limit_is_stopped_inside_its_event_loop(settin
 def test_a_cfops_steps_lines_are_judged_without_colour_codes_or_a_services_log(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import threading
-
     from cfops import output
 
     def coloured(module: str, args: list[str]) -> int:
