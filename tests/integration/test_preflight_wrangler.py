@@ -21,7 +21,7 @@ from cfops.preflight.runner import CHECKS
 from cfops.wrangler import QUIET_ENV, toolchain_env, wrangler_bin
 from tests.conftest import REPO, clean_env
 from tests.fakes.cloudflare_api import FakeCloudflare
-from tests.preflight_fixtures import link_node_modules, make_project, run_preflight, set_preflight
+from tests.preflight_fixtures import Run, link_node_modules, make_project, run_preflight, set_preflight
 
 pytestmark = pytest.mark.integration
 
@@ -171,10 +171,14 @@ def test_with_token_and_account_the_credentials_are_checked_over_the_api_without
     wr_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with FakeCloudflare(token=TOKEN) as api:
-        env = {"CLOUDFLARE_API_TOKEN": TOKEN, "CLOUDFLARE_API_BASE_URL": api.base_url}
-        ok = run_preflight(
-            wr_project, monkeypatch, capsys, "--only", "tooling", CLOUDFLARE_ACCOUNT_ID=api.account_id, **env
-        )
+
+        def tooling(account: str = api.account_id, token: str = TOKEN) -> Run:
+            env = {"CLOUDFLARE_API_TOKEN": token, "CLOUDFLARE_API_BASE_URL": api.base_url}
+            return run_preflight(
+                wr_project, monkeypatch, capsys, "--only", "tooling", CLOUDFLARE_ACCOUNT_ID=account, **env
+            )
+
+        ok = tooling()
         assert ok.code == 0, ok.text
         assert ok.finding("tooling")["measured"]["whoami"] == "ok"
         # One read by cfops itself (httpx), none of the reads `wrangler whoami` makes (/user first).
@@ -183,30 +187,18 @@ def test_with_token_and_account_the_credentials_are_checked_over_the_api_without
         assert reads[0].headers["authorization"] == f"Bearer {TOKEN}"
         # A token that sees many accounts: the list is read page by page until the account shows up.
         api.other_accounts = 120
-        paged = run_preflight(
-            wr_project, monkeypatch, capsys, "--only", "tooling", CLOUDFLARE_ACCOUNT_ID=api.account_id, **env
-        )
+        paged = tooling()
         assert paged.code == 0, paged.text
         assert [r.query["page"] for r in api.calls("GET", "/accounts")][1:] == [["1"], ["2"], ["3"]]
         other = "ffffffffffffffffffffffffffffffff"  # an account the token does not see
-        elsewhere = run_preflight(
-            wr_project, monkeypatch, capsys, "--only", "tooling", CLOUDFLARE_ACCOUNT_ID=other, **env
-        )
+        elsewhere = tooling(account=other)
         assert elsewhere.code == 1
         assert elsewhere.finding("tooling")["message"] == (
             "the configured credentials do not reach the account: the token sees 121 account(s), not "
             f"CLOUDFLARE_ACCOUNT_ID {other}: check the account id, or give the token access to that account"
         )
         bad_token = "cf-api-token-wrong-77aa"
-        bad = run_preflight(
-            wr_project,
-            monkeypatch,
-            capsys,
-            "--only",
-            "tooling",
-            CLOUDFLARE_ACCOUNT_ID=api.account_id,
-            **{**env, "CLOUDFLARE_API_TOKEN": bad_token},
-        )
+        bad = tooling(token=bad_token)
         assert bad.code == 1
         message = bad.finding("tooling")["message"]
         assert message.startswith("the configured credentials do not reach the account: listing the token")
