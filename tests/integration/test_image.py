@@ -11,11 +11,13 @@ leftover checks look for, so they cannot be fooled (or tripped) by other images 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,6 +31,7 @@ import pytest
 
 from cfops import image
 from cfops.config import load_settings
+from cfops.image.engine import remove_untagged
 from tests.conftest import PROJECT_FILES, REPO, clean_env, copy_project
 
 # One worker runs the whole module under parallel runs: both images are built once per session.
@@ -387,6 +390,54 @@ def test_interrupted_build_leaves_no_container_and_no_layers(mini: Path, engine:
             proc.kill()
     assert "interrupted" in log.read_text()
     assert _leftovers(engine, marker, before) == []
+
+
+@pytest.fixture
+def held_layer(engine: docker.DockerClient) -> Iterator[tuple[str, str]]:
+    """An untagged layer (labelled with the run) and a stopped container that uses it, as a cancelled
+    build leaves them while the engine is still removing the step's container."""
+    base = os.environ.get("PYTHON_IMAGE", "python:3.12-slim")
+    maker = engine.containers.run(base, ["sh", "-c", f"echo {RUN_ID} > /m"], detach=True)
+    try:
+        maker.wait(timeout=60)
+        layer = engine.api.commit(maker.id, conf={"Labels": {TEST_LABEL: RUN_ID}})["Id"]
+    finally:
+        maker.remove(force=True)
+    holder = engine.api.create_container(layer, ["true"], labels={TEST_LABEL: RUN_ID})["Id"]
+    yield layer, holder
+    with contextlib.suppress(docker.errors.NotFound):
+        engine.api.remove_container(holder, force=True)
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        engine.api.remove_image(layer)
+
+
+def test_a_layer_waits_for_the_container_the_engine_is_still_removing(
+    engine: docker.DockerClient, held_layer: tuple[str, str]
+) -> None:
+    # The CI failure this covers: Ctrl-C during a build; the engine was still removing the step's
+    # container when cfops removed the layers, so the layer under it was left dangling.
+    layer, holder = held_layer
+    remover = threading.Timer(1.0, engine.api.remove_container, args=(holder,))
+    remover.start()
+    started = time.monotonic()
+    try:
+        held = remove_untagged(engine, [layer], patience=30)
+    finally:
+        remover.join()
+    assert held == []
+    assert time.monotonic() - started >= 1.0  # it did wait for the container
+    with pytest.raises(docker.errors.ImageNotFound):
+        engine.api.inspect_image(layer)
+
+
+def test_a_layer_a_container_keeps_is_reported_once_patience_runs_out(
+    engine: docker.DockerClient, held_layer: tuple[str, str]
+) -> None:
+    layer, _holder = held_layer
+    started = time.monotonic()
+    assert remove_untagged(engine, [layer], patience=0.6) == [layer]
+    assert 0.6 <= time.monotonic() - started < 10
+    assert engine.api.inspect_image(layer)["Id"] == layer  # left for the user, who is told its id
 
 
 UNHEALTHY = """\

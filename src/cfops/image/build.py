@@ -38,6 +38,10 @@ from cfops.sync import sync
 _Tagged = dict[str, tuple[str, int | None]]
 
 
+# How long a cancelled build's layers wait for the engine to remove the step's container.
+ABORT_PATIENCE = 15.0
+
+
 def target_for(settings: Settings, which: Which) -> ImageTarget:
     target: ImageTarget = getattr(settings.image, which)
     return target
@@ -280,7 +284,8 @@ def _abort(client: docker.DockerClient, log: BuildLog, responses: list[requests.
     """After a failure or Ctrl-C: stop the build, remove its container and the layers it made.
 
     Closing the response is what cancels a classic build on the engine; the engine then removes the
-    step's container itself (forcerm). The explicit removal covers an engine that is slow to notice.
+    step's container itself (forcerm). The explicit removal covers an engine that is slow to notice;
+    while the engine is still removing it, the layers under it cannot go yet, so they get a few seconds.
     """
     for response in responses:
         with suppress(Exception):
@@ -289,8 +294,16 @@ def _abort(client: docker.DockerClient, log: BuildLog, responses: list[requests.
     if container:
         with suppress(docker.errors.NotFound, docker.errors.APIError, requests.exceptions.RequestException):
             client.api.remove_container(container, force=True)
-    with suppress(requests.exceptions.RequestException):
-        remove_untagged(client, log.created)
+    try:
+        held = remove_untagged(client, log.created, patience=ABORT_PATIENCE)
+    except requests.exceptions.RequestException as exc:
+        output.warn(f"could not remove the layers of the stopped build: {short(str(exc))}")
+        return
+    if held:
+        ids = " ".join(image_id.removeprefix("sha256:")[:12] for image_id in held)
+        output.warn(
+            f"a container still uses {len(held)} layer(s) of the stopped build; later: docker image rm {ids}"
+        )
 
 
 def _report(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 
 import docker
@@ -70,19 +71,39 @@ def qualified(ref: str) -> str:
     return f"{repo}:{tag}"
 
 
-def remove_untagged(client: docker.DockerClient, image_ids: Sequence[str]) -> list[str]:
-    """Remove those of ``image_ids`` that no tag names (newest first). Returns the ids removed."""
-    removed = []
-    for image_id in reversed(image_ids):
-        try:
-            info = client.api.inspect_image(image_id)
-        except docker.errors.ImageNotFound:
-            continue  # already pruned with a child removed before it
-        if info.get("RepoTags"):
-            continue
-        try:
-            client.api.remove_image(image_id, noprune=False)
-            removed.append(image_id)
-        except docker.errors.APIError:
-            pass  # a child image or a container still uses it: then it is not dangling either
-    return removed
+def remove_untagged(
+    client: docker.DockerClient,
+    image_ids: Sequence[str],
+    *,
+    patience: float = 0.0,
+) -> list[str]:
+    """Remove those of ``image_ids`` that no tag names (newest first); the ids a container still holds.
+
+    A layer that a container uses cannot go. After a cancelled build that container is the step's,
+    which the engine removes itself (forcerm), perhaps later than we ask: such a layer is tried again
+    every 0.2 s for up to ``patience`` seconds. A layer with a tag or a child image is not dangling
+    and is left alone, silently.
+    """
+    deadline = time.monotonic() + patience
+    pending = list(reversed(image_ids))
+    while True:
+        held = []
+        for image_id in pending:
+            try:
+                info = client.api.inspect_image(image_id)
+            except docker.errors.ImageNotFound:
+                continue  # already pruned with a child removed before it
+            if info.get("RepoTags"):
+                continue
+            try:
+                client.api.remove_image(image_id, noprune=False)
+            except docker.errors.ImageNotFound:
+                continue
+            except docker.errors.APIError as exc:
+                # "image is being used by stopped container …"; "has dependent child images" is final
+                if "container" in str(exc.explanation or exc):
+                    held.append(image_id)
+        if not held or time.monotonic() >= deadline:
+            return held
+        pending = held
+        time.sleep(0.2)
