@@ -4,7 +4,9 @@
 written atomically — the whole file to a temp file, fsync, rename, fsync of the directory — so a release
 killed with SIGKILL at any line leaves a journal that is whole and says where it stopped. An intent is
 recorded before each remote change ("uploading" with the upload's tag, "splitting" with the traffic
-asked for, "rolling-back"), its outcome after ("uploaded" with the version id, "split", "rolled-back").
+asked for, "deploying" for the proxy's one-step deploy, "rolling-back"), its outcome after ("uploaded"
+with the version id, "split", "deployed", "rolled-back"). Each entry names its Worker: production
+releases the native one in stages, ``release proxy`` the edge proxy at once.
 
 ``recover`` (cfops.recover) reads the last release's entries (``ReleaseJournal``) with the live
 deployment; ``release`` refuses to start while the last release is unfinished. ``ReleaseLock`` (flock on
@@ -34,6 +36,8 @@ Event = Literal[
     "started",  # stable: the version live at 100 % when the release began
     "uploading",  # tag: how the version is found if the answer is lost
     "uploaded",  # new, stable
+    "deploying",  # the proxy: a new version straight to 100 % (one wrangler deploy)
+    "deployed",  # new, stable: the proxy's new version serves 100 %
     "splitting",  # traffic asked for
     "split",  # traffic confirmed
     "canary",  # new version measured through the override header
@@ -132,6 +136,8 @@ class ReleaseJournal:
         last = self.last
         if last.event == "uploading":
             return f"while uploading (tag {last.tag})"
+        if last.event == "deploying":
+            return "while deploying (straight to 100 %)"
         if last.event == "splitting":
             return f"while deploying the split {_traffic(last.traffic)}"
         if last.event == "split":

@@ -1,11 +1,12 @@
 """`invoke recover`: finish what an interrupted release left, from its journal and the live deployment.
 
-The journal (cfops.journal) says where the last release stopped; the live deployment says what serves.
-By default the Worker goes back to the release's recorded stable version (a verified rollback). With
+The journal (cfops.journal) says where the last release stopped, and of which Worker; the live deployment
+says what serves. By default that Worker goes back to the release's recorded stable version (a verified
+rollback): the native Worker after a production release, the edge proxy after ``release proxy``. With
 ``--resume`` the release continues instead: the split new@0 where it never happened, the canary through
 the override header, the smoke and analysis of the stage it stopped in (its window from the journal's
 split), then the stages it had not reached, each with its smoke and analysis against the stage before as
-the baseline; any failure rolls back.
+the baseline; any failure rolls back. A proxy release has no stages to continue: it is rolled back.
 With nothing unfinished it says so and exits 0.
 
 Without a journal entry to go by (a split left by hand or by another checkout), the stable version is the
@@ -29,6 +30,7 @@ from cfops.deploy import (
     rollback,
     rollback_hint,
     tagged_versions,
+    target,
 )
 from cfops.errors import CfopsError, UsageError
 from cfops.journal import Entry
@@ -44,16 +46,24 @@ from cfops.release import (
     stage_steps,
 )
 
-WORKER: Worker = "native"  # only the native Worker is released in stages
+STAGED: Worker = "native"  # the Worker released in stages, and the one a split left by hand is found on
 
 
-def _record(settings: Settings, release: str, event: journal.Event, **fields: object) -> None:
-    journal.record(settings.artifacts_dir, Entry(release=release, event=event, worker=WORKER, **fields))  # type: ignore[arg-type]
+def _worker(last: journal.ReleaseJournal | None) -> Worker:
+    """The Worker an unfinished release was changing (the native one when nothing is unfinished)."""
+    if last is not None and not last.finished and last.worker == "proxy":
+        return "proxy"
+    return STAGED
+
+
+def _record(settings: Settings, release: str, event: journal.Event, worker: Worker, **fields: object) -> None:
+    journal.record(settings.artifacts_dir, Entry(release=release, event=event, worker=worker, **fields))  # type: ignore[arg-type]
 
 
 def roll_back(settings: Settings, last: journal.ReleaseJournal | None) -> int:
-    name = settings.native.name
-    live = current_deployment(settings, WORKER)
+    worker = _worker(last)
+    name = target(settings, worker).name
+    live = current_deployment(settings, worker)
     release = last.release if last is not None and not last.finished else f"recover-{new_tag()[6:]}"
     stable = last.stable if last is not None and not last.finished else None
     if stable is None:
@@ -61,9 +71,9 @@ def roll_back(settings: Settings, last: journal.ReleaseJournal | None) -> int:
             raise UsageError(
                 f"{name} has no deployment and the journal no stable version: nothing to roll back to"
             )
-        stable = live.stable_version or default_rollback_version(list_deployments(settings, WORKER))
+        stable = live.stable_version or default_rollback_version(list_deployments(settings, worker))
     if last is not None and not last.finished and last.last.event == "uploading" and last.last.tag:
-        orphans = [v.id for v in tagged_versions(settings, WORKER, last.last.tag)]
+        orphans = [v.id for v in tagged_versions(settings, worker, last.last.tag)]
         if orphans:
             output.warn(f"uploaded but never deployed by release {release}: {', '.join(orphans)}")
     if live is not None and live.traffic == {stable: 100.0}:
@@ -71,51 +81,57 @@ def roll_back(settings: Settings, last: journal.ReleaseJournal | None) -> int:
             settings,
             release,
             "done",
+            worker,
             outcome="recovered",
             stable=stable,
             detail="already on the stable version",
         )
         output.success(f"{name} already serves its stable version {stable} at 100 %; the release is closed")
         return 0
-    _record(settings, release, "rolling-back", stable=stable, detail="invoke recover")
+    _record(settings, release, "rolling-back", worker, stable=stable, detail="invoke recover")
     try:
-        rollback(settings, WORKER, stable, message=f"cfops recover: back to {stable[:8]}")
+        rollback(settings, worker, stable, message=f"cfops recover: back to {stable[:8]}")
     except CfopsError as exc:
-        _record(settings, release, "rollback-failed", stable=stable, detail=str(exc))
+        _record(settings, release, "rollback-failed", worker, stable=stable, detail=str(exc))
         raise
-    _record(settings, release, "rolled-back", stable=stable)
-    _record(settings, release, "done", outcome="recovered", stable=stable)
+    _record(settings, release, "rolled-back", worker, stable=stable)
+    _record(settings, release, "done", worker, outcome="recovered", stable=stable)
     output.success(f"{name} is back on {stable} at 100 % (read back from the API)")
     return 0
 
 
 def resume(settings: Settings, last: journal.ReleaseJournal) -> int:
+    if _worker(last) != STAGED:
+        raise UsageError(
+            f"release {last.release} deployed {settings.proxy.name} at once, so it has no stages to continue "
+            "(--resume): run `invoke recover` to roll it back, then release it again"
+        )
     name = settings.native.name
     started = last.entries[0]
     new, stable = last.new, last.stable
     if new is None and last.last.tag:
-        landed = tagged_versions(settings, WORKER, last.last.tag)
+        landed = tagged_versions(settings, STAGED, last.last.tag)
         new = landed[0].id if landed else None
     if new is None or stable is None or not started.base_url or not started.stages:
         raise UsageError(
             f"release {last.release} stopped {last.where()}: there is no uploaded version (or no stable "
             "one, or no canary URL) to continue with; run `invoke recover` without --resume"
         )
-    live = current_deployment(settings, WORKER)
+    live = current_deployment(settings, STAGED)
     share = live.traffic.get(new) if live is not None else None
     if live is not None and share is None and live.traffic != {stable: 100.0}:
         shares = ", ".join(f"{v}@{p:g}" for v, p in live.traffic.items())
         raise UsageError(
             f"{name} serves {shares}, neither the release's new version {new} nor its stable {stable} "
             "alone: run `invoke recover` (without --resume) or check by hand: "
-            + rollback_hint(settings, WORKER, stable)
+            + rollback_hint(settings, STAGED, stable)
         )
     current = share or 0.0
     options = Options(pipeline="production", stages=started.stages)
     ctx = Context(settings=settings, options=options, journaled=True)
     ctx.state.release_id, ctx.state.base_url = last.release, started.base_url
     ctx.state.new_version, ctx.state.old_version = new, stable
-    ctx.rollback_to, ctx.rollback_worker = stable, WORKER
+    ctx.rollback_to, ctx.rollback_worker = stable, STAGED
     # What the resumed splits require to find live (a compare-and-set, as in the release itself).
     ctx.state.traffic = dict(live.traffic) if live is not None else None
     steps: list[Step] = [] if share is not None else [split_step(0)]
@@ -145,7 +161,7 @@ def recover(settings: Settings, *, resume_release: bool = False) -> int:
     with journal.release_lock(settings.artifacts_dir, "recovering"):
         last = journal.last_release(settings.artifacts_dir)
         unfinished = last is not None and not last.finished
-        live = current_deployment(settings, WORKER)
+        live = current_deployment(settings, STAGED)
         split = live is not None and len(live.traffic) > 1
         if not unfinished and not split:
             serving = f"{live.primary_version} at 100 %" if live else "no deployment yet"

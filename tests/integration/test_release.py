@@ -9,12 +9,13 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from tests.integration.edge import RecordingBackend, recording_backend
 pytestmark = pytest.mark.integration
 
 NATIVE = "immcad-backend-native-python"
+PROXY = "immcad-backend-proxy"
 TOKEN = "release-bearer-" + uuid.uuid4().hex
 OVERRIDE = "cloudflare-workers-version-overrides"
 
@@ -485,7 +487,7 @@ def test_production_dry_run_prints_the_plan_and_changes_nothing_remote(
 def test_release_proxy_deploys_smokes_and_rolls_back_a_failing_smoke(
     release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, backend: RecordingBackend
 ) -> None:
-    (old,) = cloudflare_api.seed("immcad-backend-proxy")
+    (old,) = cloudflare_api.seed(PROXY)
     proc = invoke(
         release_project,
         cloudflare_api,
@@ -506,10 +508,23 @@ def test_release_proxy_deploys_smokes_and_rolls_back_a_failing_smoke(
         "rollback": "ok",
     }
     assert data["versions"]["rolled_back_to"] == old
-    script = cloudflare_api.script("immcad-backend-proxy")
+    script = cloudflare_api.script(PROXY)
     assert script.current().traffic() == {old: 100.0}
     uploaded = script.versions[-1]
     assert uploaded.vars()["BACKEND_ORIGIN"] == "https://origin.example.com"
+    # The journal names the proxy, and says each remote change before and after it happened.
+    entries = journal_entries(release_project)
+    assert {e["worker"] for e in entries} == {"proxy"}
+    assert [e["event"] for e in entries] == [
+        "started",
+        "deploying",
+        "deployed",
+        "rolling-back",
+        "rolled-back",
+        "done",
+    ]
+    assert entries[0]["stable"] == old and entries[2]["new"] == uploaded.id
+    assert entries[-1]["outcome"] == "rolled back"
 
 
 def test_local_rehearsal_from_invoke_lists_every_step(worker_project: Path) -> None:
@@ -665,12 +680,19 @@ def production(
 
 
 def kill_release_when(
-    root: Path, api: FakeCloudflare, base_url: str, event: str, percent: float | None = None
+    root: Path,
+    api: FakeCloudflare,
+    base_url: str,
+    event: str,
+    percent: float | None = None,
+    *,
+    release: Sequence[str] = ("production", "--skip-tests", "--base-url"),
 ) -> list[dict[str, Any]]:
-    """Start a production release and SIGKILL its whole process group (a runner that dies) as soon as the
-    journal records ``event`` (at ``percent``); returns the journal as the killed release left it."""
+    """Start a release (``release`` then ``base_url`` as its arguments: a production one by default) and
+    SIGKILL its whole process group (a runner that dies) as soon as the journal records ``event`` (at
+    ``percent``); returns the journal as the killed release left it."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cfops", "release", "production", "--skip-tests", "--base-url", base_url],
+        [sys.executable, "-m", "cfops", "release", *release, base_url],
         cwd=REPO,
         env=cfops_env(root, api),
         stdout=subprocess.DEVNULL,
@@ -773,6 +795,38 @@ def test_sigkill_after_the_zero_split_is_rolled_back_by_recover(
     assert events[-3:] == ["rolling-back", "rolled-back", "done"]
     rollback = json.loads((release_project / "artifacts" / "rollback-native.json").read_text())
     assert rollback["version_id"] == stable and rollback["verified"] is True
+
+
+def test_sigkill_during_the_proxy_smoke_is_rolled_back_by_recover(
+    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare
+) -> None:
+    (old,) = cloudflare_api.seed(PROXY)
+    with socket.socket() as silent:  # accepts connections and never answers: the smoke is in flight
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        origin = ("proxy", "--origin", "https://origin.example.com", "--proxy-url")
+        entries = kill_release_when(release_project, cloudflare_api, url, "deployed", release=origin)
+    new = entries[-1]["new"]
+    assert [e["event"] for e in entries] == ["started", "deploying", "deployed"]
+    assert {e["worker"] for e in entries} == {"proxy"} and entries[-1]["stable"] == old
+    proxy = cloudflare_api.script(PROXY)
+    assert proxy.current().traffic() == {new: 100.0}  # unverified code serves everything
+    # Neither pipeline starts over an unfinished proxy release, and it has no stages to resume.
+    for args in (("production", "--skip-tests", "--base-url", url), (*origin, url)):
+        refused = cfops_run(release_project, cloudflare_api, "release", *args)
+        assert refused.returncode == 2 and "is unfinished" in refused.stderr, refused.stderr
+    resumed = cfops_run(release_project, cloudflare_api, "recover", "--resume")
+    assert resumed.returncode == 2 and "no stages to continue" in resumed.stderr, resumed.stderr
+    done = invoke(release_project, cloudflare_api, "recover")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert proxy.current().traffic() == {old: 100.0}
+    assert NATIVE not in cloudflare_api.scripts  # the native Worker was never touched
+    closing = journal_entries(release_project)[-3:]
+    assert [e["event"] for e in closing] == ["rolling-back", "rolled-back", "done"]
+    assert {e["worker"] for e in closing} == {"proxy"}
+    rollback = json.loads((release_project / "artifacts" / "rollback-proxy.json").read_text())
+    assert rollback["version_id"] == old and rollback["verified"] is True
 
 
 def test_sigkill_mid_stage_then_recover_resume_finishes_the_stages(

@@ -146,6 +146,18 @@ def test_the_journal_is_appended_atomically_and_says_where_it_stopped(tmp_path: 
     assert len(lines) == 6 and all(json.loads(line)["pid"] for line in lines)
 
 
+def test_a_proxy_release_journals_its_worker_and_its_one_step_deploy(tmp_path: Path) -> None:
+    journal.record(tmp_path, Entry(release="p1", event="started", worker="proxy", stable="s"))
+    journal.record(tmp_path, Entry(release="p1", event="deploying", worker="proxy"))
+    last = journal.last_release(tmp_path)
+    assert last is not None and last.worker == "proxy" and not last.finished
+    assert last.where() == "while deploying (straight to 100 %)"
+    journal.record(tmp_path, Entry(release="p1", event="deployed", worker="proxy", new="n", stable="s"))
+    last = journal.last_release(tmp_path)
+    assert last is not None and (last.stable, last.new) == ("s", "n")
+    assert last.where() == "after deployed n"
+
+
 def test_an_unreadable_journal_is_bad_input_not_ignored(tmp_path: Path) -> None:
     (tmp_path / journal.JOURNAL).write_text('{"release": "r1", "event": "started"}\n{"release": \n')
     with pytest.raises(UsageError, match="line 2 is unreadable"):

@@ -19,11 +19,12 @@ call) and the steps talk through the JSON artifacts those commands write. ``--dr
 with the exact commands and runs only what changes nothing remote (the bundle and validation of the
 upload). The report goes to ``artifacts/release.json`` and ``release.md`` (and $GITHUB_STEP_SUMMARY).
 
-A production release also keeps a journal of its transitions (cfops.journal), holds the checkout's
-release lock, and refuses to start (exit 2) while the last release is unfinished or the live deployment
-splits traffic: ``invoke recover`` (cfops.recover) finishes or undoes it first. Each perf step records
-which Worker version answered (x-immcad-version); the canary fails unless every answer came from the new
-version. A stage may carry extra checks (``Step.checks``): the hook for per-stage analysis.
+A production or proxy release also keeps a journal of its transitions (cfops.journal), holds the
+checkout's release lock, and refuses to start (exit 2) while the last release is unfinished or the live
+deployment of its Worker splits traffic: ``invoke recover`` (cfops.recover) finishes or undoes it first.
+Each perf step records which Worker version answered (x-immcad-version); the canary fails unless every
+answer came from the new version. A stage may carry extra checks (``Step.checks``): the hook for
+per-stage analysis.
 """
 
 from __future__ import annotations
@@ -132,17 +133,17 @@ def release(settings: Settings, options: Options) -> dict[str, Any]:
         return run_pipeline(ctx, STEPS[options.pipeline](ctx))
     from cfops.deploy import new_tag
 
+    worker: Worker = "proxy" if options.pipeline == "proxy" else "native"
     with journal.release_lock(settings.artifacts_dir, "starting a release"):
-        if options.pipeline == "proxy":
-            return run_pipeline(ctx, STEPS[options.pipeline](ctx))
-        live = refuse_unfinished(settings, "native")
+        live = refuse_unfinished(settings, worker)
         ctx.journaled = True
+        ctx.rollback_worker = worker
         ctx.state.release_id = new_tag()
         ctx.record(
             "started",
             stable=live.stable_version if live else None,
-            stages=ctx.options.stages,
-            base_url=ctx.state.base_url,
+            stages=ctx.options.stages if worker == "native" else (),
+            base_url=ctx.state.base_url if worker == "native" else ctx.state.proxy_url,
         )
         return run_pipeline(ctx, STEPS[options.pipeline](ctx))
 

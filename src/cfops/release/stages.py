@@ -211,6 +211,7 @@ def proxy_steps(ctx: Context) -> list[Step]:
         ctx.state.new_version, ctx.state.old_version = record.version_id, record.previous_version_id
         ctx.rollback_worker = "proxy"
         ctx.rollback_to = record.previous_version_id
+        ctx.record("deployed", new=record.version_id, stable=record.previous_version_id)
         if not ctx.state.proxy_url and record.urls:
             ctx.state.proxy_url = record.urls[0]
         return f"version {record.version_id} at 100 % (was {record.previous_version_id or 'none'})"
@@ -230,6 +231,7 @@ def proxy_steps(ctx: Context) -> list[Step]:
         Step(
             "deploy proxy",
             lambda ctx: cfops("deploy", "proxy", "--origin", origin),
+            before=lambda ctx: ctx.record("deploying"),
             after=deployed,
             dry_command=lambda ctx: cfops("deploy", "proxy", "--origin", origin, "--dry-run"),
         ),
