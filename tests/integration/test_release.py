@@ -816,6 +816,8 @@ def test_sigkill_during_the_proxy_smoke_is_rolled_back_by_recover(
     for args in (("production", "--skip-tests", "--base-url", url), (*origin, url)):
         refused = cfops_run(release_project, cloudflare_api, "release", *args)
         assert refused.returncode == 2 and "is unfinished" in refused.stderr, refused.stderr
+        assert f"release {entries[0]['release']} of {PROXY} stopped after deployed" in refused.stderr
+        assert "--resume" not in refused.stderr  # nothing to continue
     resumed = cfops_run(release_project, cloudflare_api, "recover", "--resume")
     assert resumed.returncode == 2 and "no stages to continue" in resumed.stderr, resumed.stderr
     done = invoke(release_project, cloudflare_api, "recover")

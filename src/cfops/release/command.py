@@ -89,9 +89,12 @@ def refuse_unfinished(settings: Settings, worker: Worker) -> Deployment | None:
 
     last = journal.last_release(settings.artifacts_dir)
     if last is not None and not last.finished:
+        # A proxy release deploys at once: there are no stages to continue.
+        resume = "" if last.worker == "proxy" else " (or `invoke recover --resume` to continue it)"
         raise UsageError(
-            f"release {last.release} stopped {last.where()} and is unfinished: run `invoke recover` to roll "
-            "back to its stable version (or `invoke recover --resume` to continue it) before a new release"
+            f"release {last.release} of {target_name(settings, cast('Worker', last.worker))} stopped "
+            f"{last.where()} and is unfinished: run `invoke recover` to roll back to its stable version"
+            f"{resume} before a new release"
         )
     live = current_deployment(settings, worker)
     if live is not None and len(live.traffic) > 1:
