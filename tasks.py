@@ -251,10 +251,15 @@ def release_proxy(
     )
 
 
-@task(help={"resume": "continue the interrupted release's stages (with canaries) instead of rolling back"})
-def recover(c: Context, resume: bool = False) -> None:
+@task(
+    help={
+        "resume": "continue the interrupted release's stages (with canaries) instead of rolling back",
+        "worker": "native|proxy: only that Worker's unfinished release or live split",
+    }
+)
+def recover(c: Context, resume: bool = False, worker: str = "") -> None:
     """Finish an interrupted release from its journal: roll back (default) or --resume (cfops recover)."""
-    nox(c, "recover", *_flags(resume=resume))
+    nox(c, "recover", *_flags(resume=resume, worker=worker))
 
 
 @task

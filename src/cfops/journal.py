@@ -1,4 +1,4 @@
-"""The release journal: every transition of a production release, recorded as it happens.
+"""The release journal: every transition of a production or proxy release, recorded as it happens.
 
 ``artifacts/release-journal.jsonl`` holds one JSON object per line (oldest first). Each transition is
 written atomically — the whole file to a temp file, fsync, rename, fsync of the directory — so a release

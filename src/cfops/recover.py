@@ -18,10 +18,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import cast
 
 from cfops import cli, journal, output
+from cfops.cloudflare_api import Deployment
 from cfops.config import Settings
 from cfops.deploy import (
+    WORKERS,
     Worker,
     current_deployment,
     default_rollback_version,
@@ -49,31 +52,25 @@ from cfops.release import (
 STAGED: Worker = "native"  # the Worker released in stages, and the one a split left by hand is found on
 
 
-def _worker(last: journal.ReleaseJournal | None) -> Worker:
-    """The Worker an unfinished release was changing (the native one when nothing is unfinished)."""
-    if last is not None and not last.finished and last.worker == "proxy":
-        return "proxy"
-    return STAGED
-
-
 def _record(settings: Settings, release: str, event: journal.Event, worker: Worker, **fields: object) -> None:
     journal.record(settings.artifacts_dir, Entry(release=release, event=event, worker=worker, **fields))  # type: ignore[arg-type]
 
 
-def roll_back(settings: Settings, last: journal.ReleaseJournal | None) -> int:
-    worker = _worker(last)
+def roll_back(settings: Settings, unfinished: journal.ReleaseJournal | None, worker: Worker) -> int:
+    """Put ``worker`` back on the stable version of the ``unfinished`` release (or, without one, on the
+    last version that had 100 %), verified; the journal says so."""
     name = target(settings, worker).name
     live = current_deployment(settings, worker)
-    release = last.release if last is not None and not last.finished else f"recover-{new_tag()[6:]}"
-    stable = last.stable if last is not None and not last.finished else None
+    release = unfinished.release if unfinished is not None else f"recover-{new_tag()[6:]}"
+    stable = unfinished.stable if unfinished is not None else None
+    if stable is None and unfinished is not None:
+        return _close_without_stable(settings, unfinished, worker, live)
     if stable is None:
         if live is None:
-            raise UsageError(
-                f"{name} has no deployment and the journal no stable version: nothing to roll back to"
-            )
+            raise UsageError(f"{name} has no deployment: nothing to roll back to")
         stable = live.stable_version or default_rollback_version(list_deployments(settings, worker))
-    if last is not None and not last.finished and last.last.event == "uploading" and last.last.tag:
-        orphans = [v.id for v in tagged_versions(settings, worker, last.last.tag)]
+    if unfinished is not None and unfinished.last.event == "uploading" and unfinished.last.tag:
+        orphans = [v.id for v in tagged_versions(settings, worker, unfinished.last.tag)]
         if orphans:
             output.warn(f"uploaded but never deployed by release {release}: {', '.join(orphans)}")
     if live is not None and live.traffic == {stable: 100.0}:
@@ -100,8 +97,35 @@ def roll_back(settings: Settings, last: journal.ReleaseJournal | None) -> int:
     return 0
 
 
+def _close_without_stable(
+    settings: Settings, unfinished: journal.ReleaseJournal, worker: Worker, live: Deployment | None
+) -> int:
+    """The release was the Worker's first: there is no earlier version to go back to. What serves now
+    (if anything) came from it, unverified; the release is closed, and said to be, rather than left to
+    refuse every later release."""
+    name, release = target(settings, worker).name, unfinished.release
+    if live is None:
+        _record(settings, release, "done", worker, outcome="recovered", detail="nothing was deployed")
+        output.success(f"{name} has no deployment: release {release} deployed nothing; it is closed")
+        return 0
+    serving = ", ".join(f"{v}@{p:g}" for v, p in live.traffic.items())
+    _record(
+        settings,
+        release,
+        "done",
+        worker,
+        outcome="not rolled back",
+        detail=f"first release of {name}: no earlier version; serving {serving}, unverified",
+    )
+    output.error(
+        f"{name} serves {serving} from release {release}, its first, unverified, and there is no earlier "
+        "version to roll back to: smoke it by hand (cfops perf) or release again; the release is closed"
+    )
+    return 1
+
+
 def resume(settings: Settings, last: journal.ReleaseJournal) -> int:
-    if _worker(last) != STAGED:
+    if last.worker != STAGED:
         raise UsageError(
             f"release {last.release} deployed {settings.proxy.name} at once, so it has no stages to continue "
             "(--resume): run `invoke recover` to roll it back, then release it again"
@@ -157,25 +181,33 @@ def resume(settings: Settings, last: journal.ReleaseJournal) -> int:
     return 1
 
 
-def recover(settings: Settings, *, resume_release: bool = False) -> int:
+def recover(settings: Settings, *, resume_release: bool = False, worker: Worker | None = None) -> int:
+    """Roll back (or resume) the unfinished release, or a split left live; ``worker`` limits it to one
+    Worker (the proxy workflow's recover must never touch a native release running elsewhere)."""
     with journal.release_lock(settings.artifacts_dir, "recovering"):
         last = journal.last_release(settings.artifacts_dir)
-        unfinished = last is not None and not last.finished
-        live = current_deployment(settings, STAGED)
-        split = live is not None and len(live.traffic) > 1
-        if not unfinished and not split:
-            serving = f"{live.primary_version} at 100 %" if live else "no deployment yet"
-            output.success(
-                f"nothing to recover: no unfinished release, and {settings.native.name} serves {serving}"
+        unfinished = last if last is not None and not last.finished else None
+        own = cast(Worker, unfinished.worker) if unfinished is not None else STAGED
+        if worker is not None and unfinished is not None and own != worker:
+            raise UsageError(
+                f"the unfinished release {unfinished.release} is of {target(settings, own).name}, not "
+                f"{target(settings, worker).name}: run `invoke recover` without --worker for it"
             )
+        worker = worker or own
+        live = current_deployment(settings, worker)
+        split = live is not None and len(live.traffic) > 1
+        if unfinished is None and not split:
+            serving = f"{live.primary_version} at 100 %" if live else "no deployment yet"
+            name = target(settings, worker).name
+            output.success(f"nothing to recover: no unfinished release, and {name} serves {serving}")
             return 0
-        if last is not None and unfinished:
-            output.warn(f"release {last.release} stopped {last.where()}")
+        if unfinished is not None:
+            output.warn(f"release {unfinished.release} stopped {unfinished.where()}")
         if resume_release:
-            if last is None or not unfinished:
+            if unfinished is None:
                 raise UsageError("--resume needs an unfinished release in the journal; run `invoke recover`")
-            return resume(settings, last)
-        return roll_back(settings, last)
+            return resume(settings, unfinished)
+        return roll_back(settings, unfinished, worker)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -185,8 +217,13 @@ def main(argv: Sequence[str]) -> int:
         action="store_true",
         help="continue the stages (with their canaries) instead of rolling back",
     )
+    parser.add_argument(
+        "--worker",
+        choices=WORKERS,
+        help="only this Worker's unfinished release or live split (default: the journal's, else native)",
+    )
     args = parser.parse_args(argv)
-    return recover(cli.settings_from_env(), resume_release=args.resume)
+    return recover(cli.settings_from_env(), resume_release=args.resume, worker=args.worker)
 
 
 if __name__ == "__main__":

@@ -527,6 +527,40 @@ def test_release_proxy_deploys_smokes_and_rolls_back_a_failing_smoke(
     assert entries[-1]["outcome"] == "rolled back"
 
 
+def test_a_proxy_deploy_whose_answer_is_lost_stays_unfinished_until_recover_rolls_it_back(
+    release_env_ready: None, release_project: Path, cloudflare_api: FakeCloudflare, backend: RecordingBackend
+) -> None:
+    (old,) = cloudflare_api.seed(PROXY)
+    # The deploy lands and serves, but its answer never arrives: the release cannot tell.
+    cloudflare_api.inject("POST", rf"/scripts/{PROXY}/deployments$", lose_answer=True, times=1)
+    proc = cfops_run(
+        release_project,
+        cloudflare_api,
+        "release",
+        "proxy",
+        "--origin",
+        "https://origin.example.com",
+        "--proxy-url",
+        backend.url,
+    )
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr
+    assert statuses(report(release_project))["deploy proxy"] == "failed"
+    assert "was not confirmed and may serve now, unverified: run `invoke recover`" in proc.stderr
+    proxy = cloudflare_api.script(PROXY)
+    landed = proxy.current().traffic()
+    assert landed != {old: 100.0}  # unverified code serves
+    assert journal_entries(release_project)[-1]["event"] == "deploying"  # left unfinished, on purpose
+    # The native Worker's recover does not touch it; the proxy's rolls it back.
+    refused = cfops_run(release_project, cloudflare_api, "recover", "--worker", "native")
+    assert refused.returncode == 2 and f"is of {PROXY}, not" in refused.stderr, refused.stderr
+    done = cfops_run(release_project, cloudflare_api, "recover", "--worker", "proxy")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert proxy.current().traffic() == {old: 100.0}
+    assert journal_entries(release_project)[-1]["event"] == "done"
+    again = cfops_run(release_project, cloudflare_api, "recover", "--worker", "proxy")
+    assert again.returncode == 0 and f"nothing to recover: no unfinished release, and {PROXY}" in again.stdout
+
+
 def test_local_rehearsal_from_invoke_lists_every_step(worker_project: Path) -> None:
     """The README's main command: `invoke release` (here without the test suite it would recurse into),
     through this checkout's tasks and sessions, on a copy of the project (CFOPS_ROOT): the sync and every

@@ -752,6 +752,24 @@ def test_the_native_deploy_workflow_without_its_safeguards_fails(
     assert any(message in detail for detail in finding["details"]), finding["details"]
 
 
+def test_the_proxy_deploy_workflow_without_its_recover_step_fails(
+    pf_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _this_repositorys_workflows(pf_project)
+    workflow = pf_project / ".github/workflows/cloudflare-backend-proxy-deploy.yml"
+    old = "      - if: cancelled() || failure()\n        run: python -m invoke recover --worker proxy\n"
+    assert old in workflow.read_text()
+    workflow.write_text(
+        workflow.read_text().replace(old, "      - run: python -m invoke recover --worker proxy\n")
+    )
+    finding = preflight(pf_project, monkeypatch, capsys, "--only", "workflows").finding("workflows")
+    assert finding["status"] == "fail"
+    assert any(
+        "no step after the proxy release runs `invoke recover --worker proxy`" in detail
+        for detail in finding["details"]
+    ), finding["details"]
+
+
 def test_the_release_timeout_follows_the_release_settings(
     pf_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

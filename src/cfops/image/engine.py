@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 import docker
 import docker.errors
 
+from cfops import output
 from cfops.config import Settings
 from cfops.errors import MissingToolError
 
@@ -85,7 +86,7 @@ def remove_untagged(
     and is left alone, silently.
     """
     deadline = time.monotonic() + patience
-    pending = list(reversed(image_ids))
+    pending, waited = list(reversed(image_ids)), False
     while True:
         held = []
         for image_id in pending:
@@ -100,10 +101,13 @@ def remove_untagged(
             except docker.errors.ImageNotFound:
                 continue
             except docker.errors.APIError as exc:
-                # "image is being used by stopped container …"; "has dependent child images" is final
-                if "container" in str(exc.explanation or exc):
+                # 409 "image is being used by stopped container …" may pass; "has dependent child
+                # images" (or a tag) means it is not dangling, which is final
+                if exc.status_code == 409 and "being used by" in str(exc.explanation or exc):
                     held.append(image_id)
         if not held or time.monotonic() >= deadline:
             return held
-        pending = held
+        if not waited:  # say once why it pauses
+            output.info(f"waiting up to {patience:g} s for the engine to release {len(held)} layer(s)")
+        waited, pending = True, held
         time.sleep(0.2)

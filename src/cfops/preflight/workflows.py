@@ -430,6 +430,15 @@ def _runs_production_release(script: str, at: str) -> bool:
     return "production" in words and any(c.name == "release" for c in calls(script, at))
 
 
+def _runs_proxy_release(script: str, at: str) -> bool:
+    """`invoke release-proxy`, or `cfops release proxy` through nox's release session."""
+    words = {token for tokens in _tokens(script) for token in tokens}
+    found = calls(script, at)
+    return any(c.name == "release-proxy" for c in found) or (
+        "proxy" in words and any(c.name == "release" for c in found)
+    )
+
+
 def _runs_recover(step: dict[str, Any], at: str) -> bool:
     condition = str(step.get("if") or "").replace(" ", "")
     on_abort = "always()" in condition or ("cancelled()" in condition and "failure()" in condition)
@@ -441,10 +450,20 @@ def _check_release_job(
     out: Outcome, settings: Settings, at: str, job: dict[str, Any], steps: list[dict[str, Any]]
 ) -> None:
     """A production release must have the time its settings allow it, and a job that is cancelled or
-    times out must run `recover`, so production is never left split between two versions."""
+    times out must run `recover`, so production is never left split between two versions; a proxy
+    release too, so an unverified proxy is never left serving."""
     for index, step in enumerate(steps):
         script = step.get("run")
-        if not isinstance(script, str) or not _runs_production_release(script, at):
+        if not isinstance(script, str):
+            continue
+        if _runs_proxy_release(script, at):
+            if not any(_runs_recover(later, at) for later in steps[index + 1 :]):
+                out.fail(
+                    f"{at}: no step after the proxy release runs `invoke recover --worker proxy` if: "
+                    "cancelled() || failure(): a cancelled or failed job may leave an unverified proxy live"
+                )
+            continue
+        if not _runs_production_release(script, at):
             continue
         worst, arithmetic = release_worst_case(settings)
         limits = [_minutes(job.get("timeout-minutes")), _minutes(step.get("timeout-minutes"))]

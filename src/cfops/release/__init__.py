@@ -4,7 +4,7 @@ One module per job (the layers are checked by `nox -s lint`): ``model`` (the typ
 run learns, steps and their results), ``smoke`` (the steps that judge a version: canary, stage smokes,
 analysis), ``stages`` (the three pipelines as data), ``runner`` (running the steps; the rollback on a
 failure), ``report`` (release.json and release.md), ``command`` (checks before a start, the journal and
-lock of a production release, the command line). The command's own docstring describes the pipelines.
+lock of a production or proxy release, the command line). The command's own docstring describes the pipelines.
 """
 
 from __future__ import annotations

@@ -121,12 +121,25 @@ def run_pipeline(ctx: Context, steps: list[Step]) -> dict[str, Any]:
         # Also on Ctrl-C / SIGTERM: the report says where the pipeline stopped.
         report = summarize(ctx, results, started_at, time.perf_counter() - started)
         write_report(ctx.settings, report)
-        if not ctx.state.rollback_failed:  # otherwise it stays unfinished: `invoke recover` takes over
+        if _deploy_unconfirmed(ctx):
+            # The proxy's deploy (straight to 100 %) failed or was cut short: whether it landed is not
+            # known, so the release stays unfinished and `invoke recover` compares the live version.
+            output.warn(
+                f"the deploy of {ctx.settings.proxy.name} was not confirmed and may serve now, unverified: "
+                "run `invoke recover` (it rolls back to the version live before, or closes the release)"
+            )
+        elif not ctx.state.rollback_failed:  # otherwise it stays unfinished: `invoke recover` takes over
             outcome = "rolled back" if ctx.state.rolled_back_to else str(report["result"])
             if ctx.state.foreign is not None:  # someone else's deployment: theirs to finish, not ours
                 outcome = "stopped: foreign deployment"
             ctx.record("done", outcome=outcome, new=ctx.state.new_version)
     return report
+
+
+def _deploy_unconfirmed(ctx: Context) -> bool:
+    """Whether this release's last journal entry is a one-step deploy asked for and never confirmed."""
+    last = journal.last_release(ctx.settings.artifacts_dir) if ctx.journaled else None
+    return last is not None and last.release == ctx.state.release_id and last.last.event == "deploying"
 
 
 def release(settings: Settings, options: Options) -> dict[str, Any]:

@@ -91,7 +91,8 @@ class Context:
     # Set once a new version exists remotely: from then on a failure rolls back.
     rollback_to: str | None = None
     rollback_worker: str = "native"
-    # A production release records each transition (cfops.journal); the rehearsal and dry runs do not.
+    # A production or proxy release records each transition (cfops.journal); the rehearsal and dry
+    # runs do not.
     journaled: bool = False
 
     def artifact(self, name: str) -> Path:
