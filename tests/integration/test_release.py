@@ -561,6 +561,44 @@ def test_a_proxy_deploy_whose_answer_is_lost_stays_unfinished_until_recover_roll
     assert again.returncode == 0 and f"nothing to recover: no unfinished release, and {PROXY}" in again.stdout
 
 
+def _first_proxy_release_stopped_while_deploying(root: Path) -> None:
+    """The journal of the proxy's first release (nothing was live: no stable version), cut short in its
+    deploy."""
+    lines = [
+        {"release": "cfops-first", "event": "started", "worker": "proxy"},
+        {"release": "cfops-first", "event": "deploying", "worker": "proxy"},
+    ]
+    (root / "artifacts").mkdir(exist_ok=True)
+    (root / "artifacts" / "release-journal.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
+
+
+def test_a_first_proxy_release_that_deployed_nothing_is_closed_by_recover(
+    release_project: Path, cloudflare_api: FakeCloudflare
+) -> None:
+    _first_proxy_release_stopped_while_deploying(release_project)
+    done = cfops_run(release_project, cloudflare_api, "recover")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{PROXY} has no deployment: release cfops-first deployed nothing; it is closed" in done.stdout
+    last = journal_entries(release_project)[-1]
+    assert (last["event"], last["outcome"], last["worker"]) == ("done", "recovered", "proxy")
+
+
+def test_a_first_proxy_release_whose_version_serves_unverified_is_named_and_closed_with_exit_1(
+    release_project: Path, cloudflare_api: FakeCloudflare
+) -> None:
+    (landed,) = cloudflare_api.seed(PROXY)  # the first release's deploy landed before the runner died
+    _first_proxy_release_stopped_while_deploying(release_project)
+    done = cfops_run(release_project, cloudflare_api, "recover", "--worker", "proxy")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"{PROXY} serves {landed}@100 from release cfops-first, its first, unverified" in done.stderr
+    assert cloudflare_api.script(PROXY).current().traffic() == {landed: 100.0}  # nothing to go back to
+    last = journal_entries(release_project)[-1]
+    assert (last["event"], last["outcome"]) == ("done", "not rolled back")
+    # Closed: the next release is not refused over it.
+    again = cfops_run(release_project, cloudflare_api, "recover", "--worker", "proxy")
+    assert again.returncode == 0 and "nothing to recover" in again.stdout, again.stdout + again.stderr
+
+
 def test_local_rehearsal_from_invoke_lists_every_step(worker_project: Path) -> None:
     """The README's main command: `invoke release` (here without the test suite it would recurse into),
     through this checkout's tasks and sessions, on a copy of the project (CFOPS_ROOT): the sync and every
