@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import cast
 
 from cfops import cli, journal, output
 from cfops.cloudflare_api import Deployment
@@ -43,6 +42,7 @@ from cfops.release import (
     Step,
     analysis_step,
     canary_step,
+    journal_worker,
     run_pipeline,
     smoke_step,
     split_step,
@@ -63,16 +63,16 @@ def roll_back(settings: Settings, unfinished: journal.ReleaseJournal | None, wor
     live = current_deployment(settings, worker)
     release = unfinished.release if unfinished is not None else f"recover-{new_tag()[6:]}"
     stable = unfinished.stable if unfinished is not None else None
+    if unfinished is not None and unfinished.last.event == "uploading" and unfinished.last.tag:
+        orphans = [v.id for v in tagged_versions(settings, worker, unfinished.last.tag)]
+        if orphans:
+            output.warn(f"uploaded but never deployed by release {release}: {', '.join(orphans)}")
     if stable is None and unfinished is not None:
         return _close_without_stable(settings, unfinished, worker, live)
     if stable is None:
         if live is None:
             raise UsageError(f"{name} has no deployment: nothing to roll back to")
         stable = live.stable_version or default_rollback_version(list_deployments(settings, worker))
-    if unfinished is not None and unfinished.last.event == "uploading" and unfinished.last.tag:
-        orphans = [v.id for v in tagged_versions(settings, worker, unfinished.last.tag)]
-        if orphans:
-            output.warn(f"uploaded but never deployed by release {release}: {', '.join(orphans)}")
     if live is not None and live.traffic == {stable: 100.0}:
         _record(
             settings,
@@ -125,7 +125,7 @@ def _close_without_stable(
 
 
 def resume(settings: Settings, last: journal.ReleaseJournal) -> int:
-    if last.worker != STAGED:
+    if journal_worker(settings, last) != STAGED:
         raise UsageError(
             f"release {last.release} deployed {settings.proxy.name} at once, so it has no stages to continue "
             "(--resume): run `invoke recover` to roll it back, then release it again"
@@ -187,7 +187,7 @@ def recover(settings: Settings, *, resume_release: bool = False, worker: Worker 
     with journal.release_lock(settings.artifacts_dir, "recovering"):
         last = journal.last_release(settings.artifacts_dir)
         unfinished = last if last is not None and not last.finished else None
-        own = cast(Worker, unfinished.worker) if unfinished is not None else STAGED
+        own = journal_worker(settings, unfinished) if unfinished is not None else STAGED
         if worker is not None and unfinished is not None and own != worker:
             raise UsageError(
                 f"the unfinished release {unfinished.release} is of {target(settings, own).name}, not "

@@ -599,6 +599,34 @@ def test_a_first_proxy_release_whose_version_serves_unverified_is_named_and_clos
     assert again.returncode == 0 and "nothing to recover" in again.stdout, again.stdout + again.stderr
 
 
+def test_the_proxy_recover_leaves_a_native_split_it_did_not_make_alone(
+    release_project: Path, cloudflare_api: FakeCloudflare
+) -> None:
+    # A production release runs in the native workflow; the proxy workflow's recover runs on a runner
+    # without a journal (its release failed before starting one).
+    old, new = cloudflare_api.seed(NATIVE, versions=2, deployed=0)
+    cloudflare_api.deploy_behind_the_back(NATIVE, {new: 10.0, old: 90.0}, message="a release elsewhere")
+    done = cfops_run(release_project, cloudflare_api, "recover", "--worker", "proxy")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"nothing to recover: no unfinished release, and {PROXY} serves no deployment yet" in done.stdout
+    assert live(cloudflare_api) == {new: 10.0, old: 90.0}
+    assert cloudflare_api.calls("POST", "/deployments$") == []  # no deployment asked of the API
+
+
+def test_a_journal_naming_an_unknown_worker_is_bad_input(
+    release_project: Path, cloudflare_api: FakeCloudflare
+) -> None:
+    (release_project / "artifacts").mkdir(exist_ok=True)
+    (release_project / "artifacts" / "release-journal.jsonl").write_text(
+        json.dumps({"release": "cfops-x", "event": "started", "worker": "edge"}) + "\n"
+    )
+    for args in (("recover",), ("release", "proxy", "--origin", "https://origin.example.com")):
+        refused = cfops_run(release_project, cloudflare_api, *args)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "release cfops-x names an unknown worker 'edge'" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1  # one line, no traceback
+
+
 def test_local_rehearsal_from_invoke_lists_every_step(worker_project: Path) -> None:
     """The README's main command: `invoke release` (here without the test suite it would recurse into),
     through this checkout's tasks and sessions, on a copy of the project (CFOPS_ROOT): the sync and every

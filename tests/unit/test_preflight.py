@@ -752,22 +752,44 @@ def test_the_native_deploy_workflow_without_its_safeguards_fails(
     assert any(message in detail for detail in finding["details"]), finding["details"]
 
 
+@pytest.mark.parametrize(
+    "recover_step",
+    [
+        "      - run: python -m invoke recover --worker proxy\n",  # not when the job is cancelled or fails
+        # without --worker proxy it would go after a native split that another workflow runs
+        "      - if: cancelled() || failure()\n        run: python -m invoke recover\n",
+        "      - if: cancelled() || failure()\n        run: python -m invoke recover --worker native\n",
+    ],
+)
 def test_the_proxy_deploy_workflow_without_its_recover_step_fails(
-    pf_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    pf_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], recover_step: str
 ) -> None:
     _this_repositorys_workflows(pf_project)
     workflow = pf_project / ".github/workflows/cloudflare-backend-proxy-deploy.yml"
     old = "      - if: cancelled() || failure()\n        run: python -m invoke recover --worker proxy\n"
     assert old in workflow.read_text()
-    workflow.write_text(
-        workflow.read_text().replace(old, "      - run: python -m invoke recover --worker proxy\n")
-    )
+    workflow.write_text(workflow.read_text().replace(old, recover_step))
     finding = preflight(pf_project, monkeypatch, capsys, "--only", "workflows").finding("workflows")
     assert finding["status"] == "fail"
     assert any(
         "no step after the proxy release runs `invoke recover --worker proxy`" in detail
         for detail in finding["details"]
     ), finding["details"]
+
+
+def test_a_proxy_word_elsewhere_does_not_hide_the_production_release(
+    pf_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _this_repositorys_workflows(pf_project)
+    workflow = pf_project / NATIVE_DEPLOY
+    release = "      - run: python -m invoke release --target production\n"
+    text = workflow.read_text()
+    assert release in text
+    text = text.replace(release, release.rstrip("\n") + " && python -m invoke deploy proxy --dry-run\n")
+    workflow.write_text(text.replace("        timeout-minutes: 75\n", "        timeout-minutes: 60\n"))
+    finding = preflight(pf_project, monkeypatch, capsys, "--only", "workflows").finding("workflows")
+    assert finding["status"] == "fail"
+    assert any("the production release may run 75 min" in detail for detail in finding["details"])
 
 
 def test_the_release_timeout_follows_the_release_settings(

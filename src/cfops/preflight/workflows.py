@@ -1,6 +1,7 @@
 """workflows: the GitHub workflows parse, call sessions/tasks that exist, read known secrets, pin actions,
 install before the step that holds the secrets, and give a production release the time it needs and a
-recover step after it."""
+recover step after it (a proxy release a ``recover --worker proxy`` step). Their ``run:`` scripts are
+read by cfops.preflight.shell."""
 
 from __future__ import annotations
 
@@ -17,24 +18,14 @@ from typing import Any
 from cfops.config import Settings
 from cfops.node import pinned_node_version
 from cfops.preflight.model import Context, Finding, Outcome, skipped
+from cfops.preflight.shell import calls, commands, option, tokens
 
 CHECK_ID = "workflows"
 _SECRET_REF = re.compile(
     r"secrets\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*['\"]([A-Za-z_][A-Za-z0-9_]*)['\"]\s*\])"
 )
 _SHA = re.compile(r"[0-9a-f]{40}")
-_SHELL_OPERATORS = {"&&", "||", ";", "|", "&", "(", ")", ";;"}
-# invoke's own options that take a value (so the value is not mistaken for a task name).
-_INVOKE_VALUE_FLAGS = {"-c", "--collection", "-r", "--search-root", "-f", "--config", "-e", "--echo-format"}
-_NOX_SESSION_FLAGS = {"-s", "-e", "--session", "--sessions"}
 BUILTIN_SECRETS = frozenset({"GITHUB_TOKEN"})
-
-
-@dataclass(frozen=True)
-class Call:
-    tool: str  # "nox" or "invoke"
-    name: str
-    where: str
 
 
 def _decorator_name(node: ast.expr) -> tuple[str, dict[str, ast.expr]]:
@@ -105,62 +96,6 @@ def task_sessions(tasks_file: Path) -> dict[str, set[str]]:
             collected = (collected or set()) | {a.id for a in call.args if isinstance(a, ast.Name)}
     keep = declared if collected is None else {k: v for k, v in declared.items() if k in collected}
     return {name: runs[func] for func, names in keep.items() for name in names}
-
-
-def _tokens(script: str) -> Iterator[list[str]]:
-    """Each logical line of a shell script as tokens (operators split off); unparsable lines skipped."""
-    for line in script.replace("\\\n", " ").splitlines():
-        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
-        lexer.whitespace_split = True
-        lexer.commenters = "#"
-        try:
-            yield list(lexer)
-        except ValueError:
-            continue
-
-
-def calls(script: str, where: str) -> list[Call]:
-    """The nox sessions and invoke tasks a ``run:`` script calls."""
-    found: list[Call] = []
-    for tokens in _tokens(script):
-        for i, token in enumerate(tokens):
-            program = token.rsplit("/", 1)[-1]
-            if program == "nox":
-                found += _nox_calls(tokens[i + 1 :], where)
-            elif program in {"invoke", "inv"}:
-                found += _invoke_calls(tokens[i + 1 :], where)
-    return found
-
-
-def _nox_calls(args: list[str], where: str) -> list[Call]:
-    found, taking = [], False
-    for arg in args:
-        if arg in _SHELL_OPERATORS or arg == "--":
-            break
-        if arg in _NOX_SESSION_FLAGS:
-            taking = True
-        elif "=" in arg and arg.split("=", 1)[0] in _NOX_SESSION_FLAGS:
-            found += [Call("nox", n, where) for n in arg.split("=", 1)[1].split(",") if n]
-            taking = False
-        elif arg.startswith("-"):
-            taking = False
-        elif taking:
-            found += [Call("nox", n, where) for n in arg.split(",") if n]
-    return found
-
-
-def _invoke_calls(args: list[str], where: str) -> list[Call]:
-    skip_next = False
-    for arg in args:
-        if arg in _SHELL_OPERATORS:
-            break
-        if skip_next:
-            skip_next = False
-        elif arg in _INVOKE_VALUE_FLAGS:
-            skip_next = True
-        elif not arg.startswith("-"):
-            return [Call("invoke", arg, where)]
-    return []
 
 
 def _steps(workflow: dict[Any, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -359,9 +294,9 @@ def _check_action(out: Outcome, first_party: tuple[str, ...], where: str, uses: 
 def _direct_installs(script: str) -> list[str]:
     """The package installs a script runs itself (pip install, uv pip install / uv sync, npm ci/install)."""
     found = []
-    for tokens in _tokens(script):
-        for i, token in enumerate(tokens):
-            program, rest = token.rsplit("/", 1)[-1], tokens[i + 1 : i + 3]
+    for words in tokens(script):
+        for i, word in enumerate(words):
+            program, rest = word.rsplit("/", 1)[-1], words[i + 1 : i + 3]
             if program in {"pip", "pip3"} and rest[:1] == ["install"]:
                 found.append("pip install")
             elif program == "uv" and (rest == ["pip", "install"] or rest[:1] == ["sync"]):
@@ -425,25 +360,36 @@ def _minutes(value: object) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _runs_production_release(script: str, at: str) -> bool:
-    words = {token for tokens in _tokens(script) for token in tokens}
-    return "production" in words and any(c.name == "release" for c in calls(script, at))
+def _release_targets(script: str, at: str) -> set[str]:
+    """The pipelines the script's release commands run: `invoke release-proxy`, `invoke release
+    --target T`, or the release session with the pipeline among its arguments after ``--``."""
+    targets = set()
+    for command in commands(script):
+        names = {c.name for c in calls(shlex.join(command), at)}
+        after = command[command.index("--") + 1 :] if "--" in command else []
+        if "release-proxy" in names:
+            targets.add("proxy")
+        if "release" in names:
+            named = next((t for t in after if t in {"production", "proxy"}), "local")
+            targets.add(option(command, "--target", "-t") or named)
+    return targets
 
 
-def _runs_proxy_release(script: str, at: str) -> bool:
-    """`invoke release-proxy`, or `cfops release proxy` through nox's release session."""
-    words = {token for tokens in _tokens(script) for token in tokens}
-    found = calls(script, at)
-    return any(c.name == "release-proxy" for c in found) or (
-        "proxy" in words and any(c.name == "release" for c in found)
-    )
-
-
-def _runs_recover(step: dict[str, Any], at: str) -> bool:
+def _runs_recover(step: dict[str, Any], at: str, worker: str) -> bool:
+    """Whether ``step`` runs `recover` when the job is cancelled or fails, for ``worker``'s releases (a
+    proxy job's recover must say --worker proxy: without it, it would go after a native split)."""
     condition = str(step.get("if") or "").replace(" ", "")
     on_abort = "always()" in condition or ("cancelled()" in condition and "failure()" in condition)
     script = step.get("run")
-    return on_abort and isinstance(script, str) and any(c.name == "recover" for c in calls(script, at))
+    return (
+        on_abort
+        and isinstance(script, str)
+        and any(
+            (option(command, "--worker") or "native") == worker
+            for command in commands(script)
+            if any(c.name == "recover" for c in calls(shlex.join(command), at))
+        )
+    )
 
 
 def _check_release_job(
@@ -456,14 +402,14 @@ def _check_release_job(
         script = step.get("run")
         if not isinstance(script, str):
             continue
-        if _runs_proxy_release(script, at):
-            if not any(_runs_recover(later, at) for later in steps[index + 1 :]):
-                out.fail(
-                    f"{at}: no step after the proxy release runs `invoke recover --worker proxy` if: "
-                    "cancelled() || failure(): a cancelled or failed job may leave an unverified proxy live"
-                )
-            continue
-        if not _runs_production_release(script, at):
+        targets = _release_targets(script, at)
+        later = steps[index + 1 :]
+        if "proxy" in targets and not any(_runs_recover(after, at, "proxy") for after in later):
+            out.fail(
+                f"{at}: no step after the proxy release runs `invoke recover --worker proxy` if: "
+                "cancelled() || failure(): a cancelled or failed job may leave an unverified proxy live"
+            )
+        if "production" not in targets:
             continue
         worst, arithmetic = release_worst_case(settings)
         limits = [_minutes(job.get("timeout-minutes")), _minutes(step.get("timeout-minutes"))]
@@ -473,7 +419,7 @@ def _check_release_job(
                 f"{at}: the production release may run {worst} min ({arithmetic}), but the job or its step "
                 f"times out after {min(known):g} min: raise timeout-minutes"
             )
-        if not any(_runs_recover(later, at) for later in steps[index + 1 :]):
+        if not any(_runs_recover(after, at, "native") for after in later):
             out.fail(
                 f"{at}: no step after the production release runs `invoke recover` if: cancelled() || "
                 "failure(): a cancelled or timed-out job leaves production split"

@@ -9,7 +9,15 @@ lock of a production or proxy release, the command line). The command's own docs
 
 from __future__ import annotations
 
-from cfops.release.command import main, prepare, refuse_unfinished, release, run_pipeline, target_name
+from cfops.release.command import (
+    journal_worker,
+    main,
+    prepare,
+    refuse_unfinished,
+    release,
+    run_pipeline,
+    target_name,
+)
 from cfops.release.model import (
     NEW,
     OLD,
@@ -55,6 +63,7 @@ __all__ = [
     "canary_step",
     "cfops",
     "execute",
+    "journal_worker",
     "local_steps",
     "main",
     "markdown",

@@ -82,6 +82,18 @@ def prepare(settings: Settings, options: Options) -> Context:
     return ctx
 
 
+def journal_worker(settings: Settings, last: journal.ReleaseJournal) -> Worker:
+    """The Worker a journaled release changed; a name cfops does not know is bad input (exit 2)."""
+    from cfops.deploy import WORKERS
+
+    if last.worker not in WORKERS:
+        raise UsageError(
+            f"{journal.path_in(settings.artifacts_dir)}: release {last.release} names an unknown worker "
+            f"{last.worker!r} (expected one of {', '.join(WORKERS)}): inspect it, then move it aside"
+        )
+    return last.worker  # narrowed to Worker by the check above
+
+
 def refuse_unfinished(settings: Settings, worker: Worker) -> Deployment | None:
     """Exit 2 while the last release is unfinished or the live deployment splits traffic; returns the
     live deployment otherwise (so a second release on the same Worker cannot start blind)."""
@@ -90,9 +102,10 @@ def refuse_unfinished(settings: Settings, worker: Worker) -> Deployment | None:
     last = journal.last_release(settings.artifacts_dir)
     if last is not None and not last.finished:
         # A proxy release deploys at once: there are no stages to continue.
-        resume = "" if last.worker == "proxy" else " (or `invoke recover --resume` to continue it)"
+        own = journal_worker(settings, last)
+        resume = "" if own == "proxy" else " (or `invoke recover --resume` to continue it)"
         raise UsageError(
-            f"release {last.release} of {target_name(settings, cast('Worker', last.worker))} stopped "
+            f"release {last.release} of {target_name(settings, own)} stopped "
             f"{last.where()} and is unfinished: run `invoke recover` to roll back to its stable version"
             f"{resume} before a new release"
         )
