@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -145,3 +147,15 @@ def test_a_storm_of_ctrl_c_still_ends_in_exit_130_not_death_by_signal() -> None:
         _, err = proc.communicate(timeout=10)
         assert proc.returncode == 130, err.decode()
         assert b"interrupted; everything started was stopped" in err
+
+
+def test_free_ports_come_from_below_the_ephemeral_range_that_outgoing_connections_use() -> None:
+    proc_range = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    if not proc_range.exists():
+        pytest.skip("no /proc ephemeral range here: the kernel picks the port")
+    low = int(proc_range.read_text().split()[0])
+    ports = {procs.free_port() for _ in range(20)}
+    assert all(max(1024, low - 12000) <= port < low for port in ports), ports
+    for port in ports:  # each was free: it binds
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))

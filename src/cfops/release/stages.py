@@ -46,10 +46,23 @@ def preflight_step(*args: str) -> Step:
     return Step("preflight", command)
 
 
+def _stack_ports(ctx: Context) -> tuple[int, int]:
+    """The local stack's (proxy, backend) ports, chosen when the stack starts, not when the plan is made:
+    a port found free before the preflight and the image build may have been taken since."""
+    ctx.state.proxy_port = ctx.state.proxy_port or procs.free_port()
+    ctx.state.backend_port = ctx.state.backend_port or procs.free_port()
+    return ctx.state.proxy_port, ctx.state.backend_port
+
+
 def local_steps(ctx: Context) -> list[Step]:
-    ctx.state.proxy_port = port = ctx.state.proxy_port or procs.free_port()
-    ctx.state.backend_port = backend_port = ctx.state.backend_port or procs.free_port()
-    proxy_url = f"http://127.0.0.1:{port}"
+    def proxy_url(ctx: Context) -> str:
+        return f"http://127.0.0.1:{_stack_ports(ctx)[0]}"
+
+    def stack(ctx: Context) -> list[str]:
+        port, backend_port = _stack_ports(ctx)
+        return fresh_points(ctx) + cfops(
+            "proxy", "--port", str(port), "--backend-port", str(backend_port), "--no-sync"
+        )
 
     def no_engine(ctx: Context) -> Skip | None:
         from cfops.image import engine_problem
@@ -72,18 +85,15 @@ def local_steps(ctx: Context) -> list[Step]:
         ),
         Step(
             "local stack",
-            lambda ctx: (
-                fresh_points(ctx)
-                + cfops("proxy", "--port", str(port), "--backend-port", str(backend_port), "--no-sync")
-            ),
-            service_url=lambda ctx: proxy_url,
+            stack,
+            service_url=proxy_url,
             # The backend writes each request's analytics data point to a file instead of a binding.
             env=lambda ctx: {
                 "IMMCAD_ANALYTICS_FILE": str(ctx.artifact(LOCAL_POINTS)),
                 "IMMCAD_VERSION_ID": "local-rehearsal",
             },
         ),
-        perf_step("perf smoke through the proxy", lambda ctx: proxy_url, "perf-local.json", closes=True),
+        perf_step("perf smoke through the proxy", proxy_url, "perf-local.json", closes=True),
         rehearsal_analysis_step(),
         Step("deploy dry-run (native)", lambda ctx: cfops("deploy", "native", "--dry-run", "--no-sync")),
         Step("deploy dry-run (proxy)", lambda ctx: cfops("deploy", "proxy", "--dry-run", "--origin", origin)),
