@@ -36,14 +36,18 @@ def tokens(script: str) -> Iterator[list[str]]:
 
 def calls(script: str, where: str) -> list[Call]:
     """The nox sessions and invoke tasks a ``run:`` script calls."""
+    return [call for words in tokens(script) for call in calls_in(words, where)]
+
+
+def calls_in(words: list[str], where: str) -> list[Call]:
+    """The nox sessions and invoke tasks that already-split ``words`` (a line, or one command) call."""
     found: list[Call] = []
-    for words in tokens(script):
-        for i, word in enumerate(words):
-            program = word.rsplit("/", 1)[-1]
-            if program == "nox":
-                found += _nox_calls(words[i + 1 :], where)
-            elif program in {"invoke", "inv"}:
-                found += _invoke_calls(words[i + 1 :], where)
+    for i, word in enumerate(words):
+        program = word.rsplit("/", 1)[-1]
+        if program == "nox":
+            found += _nox_calls(words[i + 1 :], where)
+        elif program in {"invoke", "inv"}:
+            found += _invoke_calls(words[i + 1 :], where)
     return found
 
 

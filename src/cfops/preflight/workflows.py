@@ -9,7 +9,6 @@ import ast
 import json
 import math
 import re
-import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 from cfops.config import Settings
 from cfops.node import pinned_node_version
 from cfops.preflight.model import Context, Finding, Outcome, skipped
-from cfops.preflight.shell import calls, commands, option, tokens
+from cfops.preflight.shell import calls, calls_in, commands, option, tokens
 
 CHECK_ID = "workflows"
 _SECRET_REF = re.compile(
@@ -365,7 +364,7 @@ def _release_targets(script: str, at: str) -> set[str]:
     --target T`, or the release session with the pipeline among its arguments after ``--``."""
     targets = set()
     for command in commands(script):
-        names = {c.name for c in calls(shlex.join(command), at)}
+        names = {c.name for c in calls_in(command, at)}
         after = command[command.index("--") + 1 :] if "--" in command else []
         if "release-proxy" in names:
             targets.add("proxy")
@@ -387,7 +386,7 @@ def _runs_recover(step: dict[str, Any], at: str, worker: str) -> bool:
         and any(
             (option(command, "--worker") or "native") == worker
             for command in commands(script)
-            if any(c.name == "recover" for c in calls(shlex.join(command), at))
+            if any(c.name == "recover" for c in calls_in(command, at))
         )
     )
 

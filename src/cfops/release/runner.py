@@ -223,9 +223,8 @@ def execute(ctx: Context, steps: list[Step], results: list[StepResult]) -> None:
                 _line(result)
                 _roll_back(ctx, results, step.name, interrupted=True)
                 raise
-            except (
-                Exception
-            ) as exc:  # CfopsError; or a bug, which fails the step (and rolls back) all the same
+            # A CfopsError; or a bug, which fails the step (and rolls back) all the same.
+            except Exception as exc:
                 why = str(exc)
                 if not isinstance(exc, CfopsError):
                     sys.stderr.write(output.redact(traceback.format_exc()))
